@@ -1,1 +1,183 @@
-//! Placeholder: helpers for cluster tests.
+//! Helpers for Ephemera's cluster tests: find the built binaries, run
+//! controller processes on loopback ports, kill and restart them, and talk to
+//! them over gRPC. Every process started here is killed when its handle drops.
+//!
+//! - [`binary`]: the `ephemera` binary built by `cargo build`.
+//! - [`Controllers`]: a set of controller processes forming one Raft group.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ephemera_proto::v1::controller_client::ControllerClient;
+use ephemera_proto::v1::{DumpReply, DumpRequest};
+use tonic::transport::Channel;
+
+/// The `ephemera` binary next to this test's target directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`, as scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Controller processes of one Raft group, on loopback.
+pub struct Controllers {
+    data: tempfile::TempDir,
+    /// Member id → `127.0.0.1:port`.
+    pub addrs: BTreeMap<u64, String>,
+    procs: BTreeMap<u64, Child>,
+    snapshot_logs: u64,
+}
+
+impl Controllers {
+    /// Starts `n` controllers bootstrapped as one group.
+    pub fn start(n: u64, snapshot_logs: u64) -> Controllers {
+        let addrs: BTreeMap<u64, String> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut c = Controllers {
+            data: tempfile::tempdir().expect("tempdir"),
+            addrs,
+            procs: BTreeMap::new(),
+            snapshot_logs,
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Starts (or restarts) member `id` on its data dir.
+    pub fn spawn(&mut self, id: u64) {
+        let members: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
+        let addr = &self.addrs[&id];
+        let child = Command::new(binary("ephemera"))
+            .args(["controller", "--id", &id.to_string(), "--listen", addr])
+            .arg("--data-dir")
+            .arg(self.data.path().join(format!("c{id}")))
+            .args(["--bootstrap", &members.join(",")])
+            .args([
+                "--node-timeout-secs",
+                "3600",
+                "--snapshot-logs",
+                &self.snapshot_logs.to_string(),
+            ])
+            // Replication errors to a killed peer are expected here.
+            .env("EPHEMERA_LOG", "warn,openraft=off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ephemera controller");
+        self.procs.insert(id, child);
+    }
+
+    /// Sends `signal` to member `id` and reaps it.
+    pub fn signal(&mut self, id: u64, signal: i32) {
+        if let Some(mut child) = self.procs.remove(&id) {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILLs member `id`.
+    pub fn kill(&mut self, id: u64) {
+        self.signal(id, libc::SIGKILL);
+    }
+
+    /// Member ids currently running.
+    pub fn running(&self) -> Vec<u64> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// The endpoint URL of member `id`.
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("http://{}", self.addrs[&id])
+    }
+
+    /// A client of member `id`.
+    pub async fn client(&self, id: u64) -> anyhow::Result<ControllerClient<Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(self.endpoint(id))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        Ok(ControllerClient::new(channel))
+    }
+
+    /// Member `id`'s applied state.
+    pub async fn dump(&self, id: u64) -> anyhow::Result<DumpReply> {
+        Ok(self
+            .client(id)
+            .await?
+            .dump(DumpRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Waits until the running members agree on one leader; returns it.
+    pub async fn leader(&self, timeout: Duration) -> u64 {
+        wait_for("an agreed leader", timeout, || async {
+            let mut seen = Vec::new();
+            for id in self.running() {
+                seen.push(self.dump(id).await.ok()?.leader_id);
+            }
+            let first = *seen.first()?;
+            (first != 0 && self.procs.contains_key(&first) && seen.iter().all(|l| *l == first))
+                .then_some(first)
+        })
+        .await
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        for id in self.running() {
+            self.kill(id);
+        }
+    }
+}

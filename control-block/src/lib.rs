@@ -202,7 +202,10 @@ impl ControlBlock {
         if file.metadata()?.len() < SIZE as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("control block {} is shorter than {SIZE} bytes", path.display()),
+                format!(
+                    "control block {} is shorter than {SIZE} bytes",
+                    path.display()
+                ),
             ));
         }
         let block = Self::map(&file)?;

@@ -1,1 +1,400 @@
-fn main() {}
+//! `ephemera`: run the embedded cluster, a controller or an agent, or talk to
+//! a running cluster. Parses arguments, sets up logging, calls one function.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ephemera_control_plane::cli::{self, DEFAULT_ENDPOINT};
+use ephemera_control_plane::dev::{self, DevConfig};
+use ephemera_control_plane::server::{self, ControllerConfig};
+use ephemera_control_plane::{artifacts, bench, size};
+use ephemera_storage::Policy;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ephemera",
+    version,
+    about = "Serverless temporary files at memory speed"
+)]
+struct Args {
+    /// Controller endpoint for client commands.
+    #[arg(long, global = true, env = "EPHEMERA_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    size::parse_size(s)
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a controller and N agents in this process (the embedded default).
+    Dev {
+        /// Number of node agents.
+        #[arg(long, default_value_t = 2)]
+        agents: usize,
+        /// Where state lives; reuse it to keep deployed functions.
+        #[arg(long, default_value = ".ephemera")]
+        data_dir: PathBuf,
+        /// Controller listen address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        listen: SocketAddr,
+        /// Memory each agent offers.
+        #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+        node_memory: u64,
+        /// Placement policy: feature-aware, pairing or most-free.
+        #[arg(long, default_value = "feature-aware")]
+        policy: Policy,
+    },
+    /// Run one controller (a Raft member).
+    Controller {
+        /// Raft member id (1, 2, 3, ...).
+        #[arg(long)]
+        id: u64,
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Address others use to reach this controller (default: --listen).
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Bootstrap a cluster: `1=host:port,2=host:port,3=host:port`.
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Placement policy.
+        #[arg(long, default_value = "feature-aware")]
+        policy: Policy,
+        /// Seconds of silence after which an agent is marked down.
+        #[arg(long, default_value_t = 10)]
+        node_timeout_secs: u64,
+        /// Build a snapshot (and purge the log) after this many entries.
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_logs: u64,
+    },
+    /// Run one node agent (process runtime).
+    Agent {
+        /// Node id.
+        #[arg(long)]
+        node_id: String,
+        /// Listen address of the agent service.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Address the controller uses to reach this agent (default: --listen).
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Controller endpoints, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        controller: Vec<String>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Memory this node offers.
+        #[arg(long, value_parser = parse_size)]
+        memory: u64,
+    },
+    /// Manage functions.
+    Fn {
+        #[command(subcommand)]
+        command: FnCmd,
+    },
+    /// Invoke a function and print its JSON result.
+    Invoke {
+        /// TENANT/FUNCTION.
+        function: String,
+        /// Input, a JSON document.
+        #[arg(long)]
+        input: Option<String>,
+        /// Print the whole reply (node, instance, tier counters) as JSON.
+        #[arg(long)]
+        details: bool,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
+    /// Nodes, functions and instances.
+    Status {
+        /// Only this tenant's functions and instances.
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Placement policies: replay a trace, or time decisions on synthetic clusters.
+    Scheduler {
+        /// Placement policy: feature-aware, pairing or most-free.
+        #[arg(long, default_value = "feature-aware")]
+        policy: Policy,
+        /// Nodes in the cluster (with --trace).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Memory of each node (with --trace).
+        #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+        node_memory: u64,
+        /// A trace of `name T_lim U_max F_max` lines (MiB).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FnCmd {
+    /// Register (or replace) a function.
+    Deploy {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Function name.
+        #[arg(long)]
+        name: String,
+        /// Directory holding the function's code.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Launcher command, run by /bin/sh inside the code directory
+        /// (for Python: `ephemera-python handler.py`).
+        #[arg(long)]
+        cmd: String,
+        /// Memory limit of an instance.
+        #[arg(long, value_parser = parse_size)]
+        memory: u64,
+        /// Timeout per invocation, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// An input for a profiling trial run (repeatable).
+        #[arg(long)]
+        profile_input: Vec<String>,
+        /// Workflow this function belongs to (for the `workflow` sharing scope).
+        #[arg(long, default_value = "")]
+        workflow: String,
+    },
+    /// Show one function.
+    Show {
+        /// TENANT/FUNCTION.
+        function: String,
+    },
+    /// List functions.
+    List {
+        /// Only this tenant.
+        #[arg(long, default_value = "")]
+        tenant: String,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EPHEMERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A watch that turns true on Ctrl-C or SIGTERM.
+fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    let (tx, rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn parse_members(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    text.split(',')
+        .map(|m| {
+            let (id, addr) = m
+                .split_once('=')
+                .with_context(|| format!("bootstrap member {m:?}: expected ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .with_context(|| format!("bootstrap member {m:?}: bad id"))?;
+            Ok((id, addr.trim().to_string()))
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let server = matches!(
+        args.command,
+        Cmd::Dev { .. } | Cmd::Controller { .. } | Cmd::Agent { .. }
+    );
+    init_logging(if server { "info,openraft=warn" } else { "warn" });
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let endpoint = args.endpoint.as_str();
+    match args.command {
+        Cmd::Dev {
+            agents,
+            data_dir,
+            listen,
+            node_memory,
+            policy,
+        } => {
+            let stop = stop_signal()?;
+            let config = DevConfig {
+                agents,
+                data_dir: data_dir.clone(),
+                listen,
+                node_memory,
+                policy,
+            };
+            dev::run(config, stop, |info| {
+                println!(
+                    "Ephemera dev cluster is up: 1 controller, {} agents ({}), process runtime, state in {}",
+                    info.nodes.len(),
+                    info.nodes.join(", "),
+                    data_dir.display()
+                );
+                if !info.tier {
+                    println!("warning: libephemera_intercept.so not found; functions run without the memory tier");
+                }
+                println!("endpoint: {}", info.endpoint);
+                println!("  export EPHEMERA_ENDPOINT={}", info.endpoint);
+                println!("Press Ctrl-C to stop.");
+            })
+            .await
+        }
+        Cmd::Controller {
+            id,
+            listen,
+            advertise,
+            data_dir,
+            bootstrap,
+            policy,
+            node_timeout_secs,
+            snapshot_logs,
+        } => {
+            let stop = stop_signal()?;
+            let advertise = advertise.unwrap_or_else(|| listen.to_string());
+            let mut config = ControllerConfig::single(data_dir, advertise);
+            config.id = id;
+            config.policy = policy;
+            config.node_timeout = Duration::from_secs(node_timeout_secs);
+            config.raft.snapshot_logs = snapshot_logs.max(1);
+            config.bootstrap = bootstrap.as_deref().map(parse_members).transpose()?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let controller = server::start(&config).await?;
+            tracing::info!(id, %listen, "controller serving");
+            server::serve(controller, listener, stopped(stop)).await
+        }
+        Cmd::Agent {
+            node_id,
+            listen,
+            advertise,
+            controller,
+            data_dir,
+            memory,
+        } => {
+            let stop = stop_signal()?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let advertise = advertise
+                .unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(listen)));
+            if controller.is_empty() {
+                anyhow::bail!("--controller: at least one controller endpoint is needed");
+            }
+            let mut config = ephemera_node_agent::AgentConfig::new(
+                node_id,
+                data_dir,
+                memory,
+                advertise,
+                controller,
+                artifacts::proxy_bin()?,
+            );
+            config.intercept_lib = artifacts::intercept_lib();
+            ephemera_node_agent::run(config, listener, stopped(stop)).await
+        }
+        Cmd::Fn { command } => match command {
+            FnCmd::Deploy {
+                tenant,
+                name,
+                dir,
+                cmd,
+                memory,
+                timeout,
+                profile_input,
+                workflow,
+            } => {
+                cli::deploy(
+                    endpoint,
+                    cli::DeployArgs {
+                        tenant: &tenant,
+                        name: &name,
+                        dir: &dir,
+                        cmd: &cmd,
+                        memory,
+                        timeout_ms: timeout.saturating_mul(1000),
+                        profile_inputs: &profile_input,
+                        workflow: &workflow,
+                    },
+                )
+                .await
+            }
+            FnCmd::Show { function } => cli::show(endpoint, &function).await,
+            FnCmd::List { tenant } => cli::list(endpoint, &tenant).await,
+        },
+        Cmd::Invoke {
+            function,
+            input,
+            details,
+        } => cli::invoke(endpoint, &function, input.as_deref(), details).await,
+        Cmd::Bench { command } => match command {
+            BenchCmd::Scheduler {
+                policy,
+                nodes,
+                node_memory,
+                trace,
+                json,
+            } => match trace {
+                Some(trace) => bench::replay(policy, nodes, node_memory, &trace, json),
+                None => bench::time_decisions(policy, &[10, 100, 1_000, 10_000], json),
+            },
+        },
+        Cmd::Status { tenant, json } => cli::status(endpoint, &tenant, json).await,
+    }
+}

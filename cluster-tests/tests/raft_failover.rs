@@ -1,0 +1,376 @@
+//! Three controller processes on loopback: concurrent clients place and
+//! release thousands of invocations while the leader is SIGKILLed; nothing
+//! acknowledged is lost, nothing is counted twice, every replica agrees, and
+//! restarts (including after snapshot + purge) give back identical state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ephemera_cluster_tests::{wait_for, Controllers};
+use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
+use ephemera_proto::v1::{
+    CodeFile, DeployRequest, FunctionSpec, PlaceRequest, RegisterNodeRequest, ReleaseRequest,
+};
+use serde_json::Value;
+
+const TENANT: &str = "acme";
+const FUNCTION: &str = "f";
+const NODES: usize = 4;
+
+/// Registers fake nodes and deploys one function, through member `via`.
+async fn setup(cluster: &Controllers, via: u64) {
+    let channel = tonic::transport::Endpoint::from_shared(cluster.endpoint(via))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut registry = NodeRegistryClient::new(channel);
+    for i in 1..=NODES {
+        registry
+            .register_node(RegisterNodeRequest {
+                node_id: format!("node-{i}"),
+                addr: format!("sim://node-{i}"),
+                memory_bytes: 1 << 40,
+            })
+            .await
+            .expect("register a node through a follower");
+    }
+    let spec = FunctionSpec {
+        tenant: TENANT.into(),
+        name: FUNCTION.into(),
+        cmd: "true".into(),
+        memory_bytes: 256 << 20,
+        ..Default::default()
+    };
+    let code = vec![CodeFile {
+        path: "main.sh".into(),
+        mode: 0o755,
+        data: b"true\n".to_vec(),
+    }];
+    cluster
+        .client(via)
+        .await
+        .unwrap()
+        .deploy_function(DeployRequest {
+            spec: Some(spec),
+            code,
+        })
+        .await
+        .unwrap();
+}
+
+/// Places (and, for two ids in three, releases) until acknowledged, trying
+/// the members in turn; retries reuse the id, which Raft applies once.
+async fn churn(
+    cluster: Arc<Mutex<Vec<String>>>,
+    worker: usize,
+    count: usize,
+    placed: Arc<Mutex<BTreeMap<String, String>>>,
+    released: Arc<Mutex<BTreeSet<String>>>,
+    acks: Arc<AtomicUsize>,
+) {
+    let mut turn = worker;
+    let mut clients: BTreeMap<
+        String,
+        ephemera_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>,
+    > = BTreeMap::new();
+    for i in 0..count {
+        let id = format!("w{worker}-{i}");
+        let release = i % 3 != 0;
+        for step in 0..2 {
+            if step == 1 && !release {
+                break;
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "{id}: no controller acknowledged step {step} within 60 s"
+                );
+                let endpoints = cluster.lock().unwrap().clone();
+                let endpoint = endpoints[turn % endpoints.len()].clone();
+                let client = match clients.get(&endpoint) {
+                    Some(c) => c.clone(),
+                    None => match tonic::transport::Endpoint::from_shared(endpoint.clone())
+                        .unwrap()
+                        .connect_timeout(Duration::from_millis(500))
+                        .timeout(Duration::from_secs(5))
+                        .connect()
+                        .await
+                    {
+                        Ok(ch) => {
+                            let c =
+                                ephemera_proto::v1::controller_client::ControllerClient::new(ch);
+                            clients.insert(endpoint.clone(), c.clone());
+                            c
+                        }
+                        Err(_) => {
+                            turn += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    },
+                };
+                let mut client = client;
+                let result = if step == 0 {
+                    client
+                        .place(PlaceRequest {
+                            tenant: TENANT.into(),
+                            name: FUNCTION.into(),
+                            invocation_id: id.clone(),
+                        })
+                        .await
+                        .map(|r| Some(r.into_inner().node_id))
+                } else {
+                    client
+                        .release(ReleaseRequest {
+                            invocation_id: id.clone(),
+                        })
+                        .await
+                        .map(|_| None)
+                };
+                match result {
+                    Ok(Some(node)) => {
+                        let prev = placed.lock().unwrap().insert(id.clone(), node.clone());
+                        assert!(
+                            prev.is_none() || prev == Some(node),
+                            "{id} placed on two nodes"
+                        );
+                        break;
+                    }
+                    Ok(None) => {
+                        released.lock().unwrap().insert(id.clone());
+                        break;
+                    }
+                    Err(status) => {
+                        assert!(
+                            matches!(
+                                status.code(),
+                                tonic::Code::Unavailable
+                                    | tonic::Code::Unknown
+                                    | tonic::Code::Cancelled
+                                    | tonic::Code::DeadlineExceeded
+                                    | tonic::Code::Internal
+                            ),
+                            "{id}: unexpected error {status:?}"
+                        );
+                        clients.remove(&endpoint);
+                        turn += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            acks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Checks one replica's state: aggregates equal sums over its tasks, and the
+/// task set is exactly what clients were told is placed and not released.
+fn check_replica(
+    id: u64,
+    state: &Value,
+    placed: &BTreeMap<String, String>,
+    released: &BTreeSet<String>,
+) {
+    let tasks = state["tasks"].as_object().expect("tasks map");
+    let mut alloc: BTreeMap<String, u64> = BTreeMap::new();
+    let mut req: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, t) in tasks {
+        let node = t["node_id"].as_str().unwrap().to_string();
+        *alloc.entry(node.clone()).or_default() += t["t_lim"].as_u64().unwrap();
+        *req.entry(node).or_default() += t["t_mem"].as_u64().unwrap();
+        assert_eq!(
+            placed.get(tid).map(String::as_str),
+            t["node_id"].as_str(),
+            "controller {id}: task {tid}"
+        );
+    }
+    for (nid, n) in state["nodes"].as_object().unwrap() {
+        assert_eq!(
+            n["n_alloc"].as_u64().unwrap(),
+            alloc.get(nid).copied().unwrap_or(0),
+            "controller {id}: {nid} N_alloc"
+        );
+        assert_eq!(
+            n["n_req"].as_u64().unwrap(),
+            req.get(nid).copied().unwrap_or(0),
+            "controller {id}: {nid} N_req"
+        );
+        assert_eq!(
+            n["tasks"].as_array().unwrap().len(),
+            tasks
+                .values()
+                .filter(|t| t["node_id"] == nid.as_str())
+                .count()
+        );
+    }
+    let expected: BTreeSet<&String> = placed.keys().filter(|k| !released.contains(*k)).collect();
+    let actual: BTreeSet<&String> = tasks.keys().collect();
+    assert_eq!(
+        actual, expected,
+        "controller {id}: active tasks differ from acknowledged placements"
+    );
+}
+
+/// Waits until every running member has applied the same state; returns it.
+async fn converged(cluster: &Controllers) -> String {
+    wait_for("replicas to converge", Duration::from_secs(60), || async {
+        let mut states = Vec::new();
+        for id in cluster.running() {
+            states.push(cluster.dump(id).await.ok()?.state_json);
+        }
+        let first = states.first()?.clone();
+        states.iter().all(|s| *s == first).then_some(first)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
+    let mut cluster = Controllers::start(3, 10_000);
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    setup(&cluster, follower).await;
+
+    let endpoints = Arc::new(Mutex::new(
+        cluster
+            .running()
+            .iter()
+            .map(|id| cluster.endpoint(*id))
+            .collect::<Vec<_>>(),
+    ));
+    let placed = Arc::new(Mutex::new(BTreeMap::new()));
+    let released = Arc::new(Mutex::new(BTreeSet::new()));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            tokio::spawn(churn(
+                endpoints.clone(),
+                w,
+                450,
+                placed.clone(),
+                released.clone(),
+                acks.clone(),
+            ))
+        })
+        .collect();
+
+    // Kill the leader mid-stream.
+    wait_for(
+        "1,500 acknowledged commands",
+        Duration::from_secs(120),
+        || async { (acks.load(Ordering::Relaxed) >= 1500).then_some(()) },
+    )
+    .await;
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    let new_leader = cluster.leader(Duration::from_secs(30)).await;
+    let failover = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    eprintln!("new leader {new_leader} agreed {failover:?} after SIGKILL of {leader}");
+
+    for w in workers {
+        w.await.expect("client worker");
+    }
+    let placed = placed.lock().unwrap().clone();
+    let released = released.lock().unwrap().clone();
+    assert_eq!(placed.len(), 6 * 450);
+    let state = converged(&cluster).await;
+    for id in cluster.running() {
+        let s: Value = serde_json::from_str(&cluster.dump(id).await.unwrap().state_json).unwrap();
+        check_replica(id, &s, &placed, &released);
+    }
+
+    // The killed leader comes back and catches up.
+    cluster.spawn(leader);
+    let caught_up = converged(&cluster).await;
+    assert_eq!(caught_up, state);
+
+    // All three restart: identical state.
+    for id in cluster.running() {
+        cluster.signal(id, libc::SIGTERM);
+    }
+    for id in [1, 2, 3] {
+        cluster.spawn(id);
+    }
+    cluster.leader(Duration::from_secs(30)).await;
+    let restarted = converged(&cluster).await;
+    assert_eq!(restarted, state, "state after restarting all three");
+    let s: Value = serde_json::from_str(&restarted).unwrap();
+    check_replica(0, &s, &placed, &released);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_follower_catches_up_by_snapshot_and_restart_after_purge_keeps_state() {
+    let mut cluster = Controllers::start(3, 200);
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    setup(&cluster, leader).await;
+    let lagging = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    cluster.kill(lagging);
+
+    let endpoints = Arc::new(Mutex::new(vec![cluster.endpoint(leader)]));
+    let placed = Arc::new(Mutex::new(BTreeMap::new()));
+    let released = Arc::new(Mutex::new(BTreeSet::new()));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            tokio::spawn(churn(
+                endpoints.clone(),
+                w,
+                300,
+                placed.clone(),
+                released.clone(),
+                acks.clone(),
+            ))
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("client worker");
+    }
+    let purged = wait_for(
+        "the leader to snapshot and purge its log",
+        Duration::from_secs(30),
+        || async {
+            let d = cluster.dump(leader).await.ok()?;
+            (d.purged_index > 0).then_some(d.purged_index)
+        },
+    )
+    .await;
+
+    cluster.spawn(lagging);
+    let state = converged(&cluster).await;
+    let d = cluster.dump(lagging).await.unwrap();
+    assert!(
+        d.snapshot_index >= purged,
+        "the lagging follower must have installed a snapshot covering the purged log (snapshot {} < purged {purged})",
+        d.snapshot_index
+    );
+    let placed = placed.lock().unwrap().clone();
+    let released = released.lock().unwrap().clone();
+    let s: Value = serde_json::from_str(&state).unwrap();
+    check_replica(lagging, &s, &placed, &released);
+
+    for id in cluster.running() {
+        cluster.signal(id, libc::SIGTERM);
+    }
+    for id in [1, 2, 3] {
+        cluster.spawn(id);
+    }
+    cluster.leader(Duration::from_secs(30)).await;
+    assert_eq!(
+        converged(&cluster).await,
+        state,
+        "state after restarting all three after purge"
+    );
+}

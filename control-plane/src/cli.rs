@@ -1,0 +1,300 @@
+//! The client side of the `ephemera` CLI: deploy, invoke, show and status,
+//! each one gRPC call to the controller at the endpoint.
+
+use std::path::Path;
+
+use anyhow::Context;
+use ephemera_proto::v1 as pb;
+use ephemera_proto::v1::controller_client::ControllerClient;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::controller::parse_input;
+use crate::size::format_size;
+
+/// The endpoint used when neither `--endpoint` nor `EPHEMERA_ENDPOINT` is set.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7100";
+
+/// Turns a gRPC status into an error a user can act on.
+fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::Unavailable
+            if s.message().contains("transport") || s.message().contains("connect") =>
+        {
+            anyhow::anyhow!("{what}: cannot reach the controller ({}). Is `ephemera dev` running, and is EPHEMERA_ENDPOINT right?", s.message())
+        }
+        _ => anyhow::anyhow!("{what}: {}", s.message()),
+    }
+}
+
+/// Connects to the controller at `endpoint`.
+pub async fn connect(endpoint: &str) -> anyhow::Result<ControllerClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .with_context(|| format!("invalid endpoint {endpoint:?}"))?
+        .connect()
+        .await
+        .with_context(|| {
+            format!("cannot reach the controller at {endpoint}. Is `ephemera dev` running, and is EPHEMERA_ENDPOINT right?")
+        })?;
+    Ok(ControllerClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// Splits `tenant/name`.
+pub fn split_function(text: &str) -> anyhow::Result<(String, String)> {
+    match text.split_once('/') {
+        Some((t, n)) if !t.is_empty() && !n.is_empty() && !n.contains('/') => {
+            Ok((t.to_string(), n.to_string()))
+        }
+        _ => anyhow::bail!("expected TENANT/FUNCTION, got {text:?}"),
+    }
+}
+
+/// What `ephemera fn deploy` sends.
+#[derive(Debug, Clone)]
+pub struct DeployArgs<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Function name.
+    pub name: &'a str,
+    /// Code directory.
+    pub dir: &'a Path,
+    /// Launcher command.
+    pub cmd: &'a str,
+    /// Memory limit.
+    pub memory: u64,
+    /// Timeout per invocation in ms (0: default).
+    pub timeout_ms: u64,
+    /// Inputs for the profiler's trial runs.
+    pub profile_inputs: &'a [String],
+    /// Workflow group.
+    pub workflow: &'a str,
+}
+
+/// `ephemera fn deploy`.
+pub async fn deploy(endpoint: &str, args: DeployArgs<'_>) -> anyhow::Result<()> {
+    for input in args.profile_inputs {
+        parse_input(input).map_err(|e| anyhow::anyhow!("--profile-input {input:?}: {e}"))?;
+    }
+    let code = ephemera_node_agent::code::read_dir(args.dir)
+        .with_context(|| format!("reading the function's code from {}", args.dir.display()))?;
+    let mut client = connect(endpoint).await?;
+    let spec = pb::FunctionSpec {
+        tenant: args.tenant.to_string(),
+        name: args.name.to_string(),
+        cmd: args.cmd.to_string(),
+        memory_bytes: args.memory,
+        timeout_ms: args.timeout_ms,
+        profile_inputs: args.profile_inputs.to_vec(),
+        workflow: args.workflow.to_string(),
+        ..Default::default()
+    };
+    let reply = client
+        .deploy_function(pb::DeployRequest {
+            spec: Some(spec),
+            code,
+        })
+        .await
+        .map_err(|s| status_error(&format!("deploying {}/{}", args.tenant, args.name), s))?
+        .into_inner();
+    let spec = reply.spec.unwrap_or_default();
+    println!(
+        "deployed {}/{} (memory {}, code {} in {}, digest {})",
+        spec.tenant,
+        spec.name,
+        format_size(spec.memory_bytes),
+        format_size(spec.code_size),
+        args.dir.display(),
+        &spec.code_digest[..spec.code_digest.len().min(12)]
+    );
+    Ok(())
+}
+
+fn tier_json(t: &pb::TierCounters) -> serde_json::Value {
+    json!({
+        "reads": t.reads, "writes": t.writes,
+        "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
+        "files_mapped": t.files_mapped, "evictions": t.evictions, "fallbacks": t.fallbacks,
+        "peak_native_bytes": t.peak_native_bytes, "largest_file_bytes": t.largest_file_bytes,
+        "mem_limit_bytes": t.mem_limit_bytes, "safeguard": t.safeguard,
+    })
+}
+
+/// `ephemera invoke`: prints the result, or with `details` the whole reply.
+pub async fn invoke(
+    endpoint: &str,
+    function: &str,
+    input: Option<&str>,
+    details: bool,
+) -> anyhow::Result<()> {
+    let (tenant, name) = split_function(function)?;
+    let input = input.unwrap_or("{}");
+    parse_input(input).map_err(|e| anyhow::anyhow!("--input {input:?}: {e}"))?;
+    let mut client = connect(endpoint).await?;
+    let reply = client
+        .invoke(pb::InvokeRequest {
+            tenant,
+            name,
+            input_json: input.to_string(),
+            invocation_id: String::new(),
+        })
+        .await
+        .map_err(|s| status_error(&format!("invoking {function}"), s))?
+        .into_inner();
+    if details {
+        let result: serde_json::Value = serde_json::from_str(&reply.result_json)
+            .unwrap_or(serde_json::Value::String(reply.result_json.clone()));
+        let out = json!({
+            "result": result,
+            "invocation_id": reply.invocation_id,
+            "node_id": reply.node_id,
+            "instance_id": reply.instance_id,
+            "launcher_pid": reply.launcher_pid,
+            "duration_us": reply.duration_us,
+            "tier": tier_json(&reply.tier.unwrap_or_default()),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", reply.result_json);
+    }
+    Ok(())
+}
+
+fn spec_json(f: &pb::FunctionSpec) -> serde_json::Value {
+    let p = f.profile.unwrap_or_default();
+    json!({
+        "tenant": f.tenant, "name": f.name, "cmd": f.cmd,
+        "memory_bytes": f.memory_bytes, "timeout_ms": f.timeout_ms,
+        "code_digest": f.code_digest, "code_size": f.code_size,
+        "profile": {"u_max_bytes": p.u_max_bytes, "f_max_bytes": p.f_max_bytes, "measured": p.measured},
+        "workflow": f.workflow,
+    })
+}
+
+/// `ephemera fn show`.
+pub async fn show(endpoint: &str, function: &str) -> anyhow::Result<()> {
+    let (tenant, name) = split_function(function)?;
+    let mut client = connect(endpoint).await?;
+    let info = client
+        .get_function(pb::GetFunctionRequest { tenant, name })
+        .await
+        .map_err(|s| status_error(&format!("showing {function}"), s))?
+        .into_inner();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&spec_json(&info.spec.unwrap_or_default()))?
+    );
+    Ok(())
+}
+
+/// `ephemera fn list`.
+pub async fn list(endpoint: &str, tenant: &str) -> anyhow::Result<()> {
+    let mut client = connect(endpoint).await?;
+    let reply = client
+        .list_functions(pb::ListFunctionsRequest {
+            tenant: tenant.to_string(),
+        })
+        .await
+        .map_err(|s| status_error("listing functions", s))?
+        .into_inner();
+    for f in reply.functions {
+        println!(
+            "{}/{}\t{}\t{}",
+            f.tenant,
+            f.name,
+            format_size(f.memory_bytes),
+            f.cmd
+        );
+    }
+    Ok(())
+}
+
+/// `ephemera status`.
+pub async fn status(endpoint: &str, tenant: &str, as_json: bool) -> anyhow::Result<()> {
+    let mut client = connect(endpoint).await?;
+    let s = client
+        .status(pb::StatusRequest {
+            tenant: tenant.to_string(),
+        })
+        .await
+        .map_err(|s| status_error("reading status", s))?
+        .into_inner();
+    if as_json {
+        let out = json!({
+            "leader_id": s.leader_id,
+            "policy": s.policy,
+            "nodes": s.nodes.iter().map(|n| json!({
+                "node_id": n.node_id, "addr": n.addr, "up": n.up,
+                "n_lim": n.n_lim, "n_alloc": n.n_alloc, "n_req": n.n_req, "active_tasks": n.active_tasks,
+            })).collect::<Vec<_>>(),
+            "functions": s.functions.iter().map(spec_json).collect::<Vec<_>>(),
+            "instances": s.instances.iter().map(|i| json!({
+                "instance_id": i.instance_id, "node_id": i.node_id, "tenant": i.tenant,
+                "function": i.function, "limit_bytes": i.limit_bytes,
+                "initial_limit_bytes": i.initial_limit_bytes, "launcher_pid": i.launcher_pid,
+                "invocations": i.invocations, "state": i.state,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("leader: controller {}   policy: {}", s.leader_id, s.policy);
+    println!(
+        "\n{:<12} {:<4} {:>10} {:>10} {:>10} {:>6}  ADDR",
+        "NODE", "UP", "N_LIM", "N_ALLOC", "N_REQ", "TASKS"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<12} {:<4} {:>10} {:>10} {:>10} {:>6}  {}",
+            n.node_id,
+            if n.up { "yes" } else { "no" },
+            format_size(n.n_lim),
+            format_size(n.n_alloc),
+            format_size(n.n_req),
+            n.active_tasks,
+            n.addr
+        );
+    }
+    println!(
+        "\n{:<28} {:>10} {:>22}  CMD",
+        "FUNCTION", "MEMORY", "PROFILE U_max/F_max"
+    );
+    for f in &s.functions {
+        let p = f.profile.unwrap_or_default();
+        let profile = if p.measured {
+            format!(
+                "{}/{}",
+                format_size(p.u_max_bytes),
+                format_size(p.f_max_bytes)
+            )
+        } else {
+            "not measured".to_string()
+        };
+        println!(
+            "{:<28} {:>10} {:>22}  {}",
+            format!("{}/{}", f.tenant, f.name),
+            format_size(f.memory_bytes),
+            profile,
+            f.cmd
+        );
+    }
+    println!(
+        "\n{:<14} {:<10} {:<24} {:>10} {:>10} {:>8} {:>6}  STATE",
+        "INSTANCE", "NODE", "FUNCTION", "LIMIT", "INITIAL", "PID", "CALLS"
+    );
+    for i in &s.instances {
+        println!(
+            "{:<14} {:<10} {:<24} {:>10} {:>10} {:>8} {:>6}  {}",
+            &i.instance_id[..i.instance_id.len().min(14)],
+            i.node_id,
+            format!("{}/{}", i.tenant, i.function),
+            format_size(i.limit_bytes),
+            format_size(i.initial_limit_bytes),
+            i.launcher_pid,
+            i.invocations,
+            i.state
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,543 @@
+//! The controller's behaviour behind the gRPC API: deploy a function, invoke
+//! it (place through Raft, run on the chosen agent, release the placement),
+//! report status. The API layer (`api.rs`) only translates to and from gRPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ephemera_proto::v1 as pb;
+use ephemera_proto::v1::agent_client::AgentClient;
+use ephemera_storage::{Command, FunctionRecord, Policy, Response};
+use tonic::Status;
+
+use crate::convert;
+use crate::liveness::Liveness;
+use crate::raft::{ChannelPool, RaftNode, WriteError};
+use crate::size::format_size;
+
+/// Smallest memory limit a function may ask for: a Python launcher needs ~10 MiB.
+pub const MIN_FUNCTION_MEMORY: u64 = 16 << 20;
+/// Largest memory limit a function may ask for.
+pub const MAX_FUNCTION_MEMORY: u64 = 1 << 40;
+/// Largest code archive a deploy may carry (it is replicated through Raft).
+pub const MAX_CODE_BYTES: u64 = 16 << 20;
+/// Invocation timeout when the function sets none.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// Longest invocation timeout a function may set.
+pub const MAX_TIMEOUT_MS: u64 = 15 * 60_000;
+/// How long a write waits for a leader before giving up.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// Errors of the controller's API, each a gRPC status for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A function or node does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// No node can take the invocation.
+    #[error("{0}")]
+    NoCapacity(String),
+    /// The cluster cannot commit right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The function ran and failed, or its agent did.
+    #[error("{message}")]
+    Invocation {
+        /// The agent's status code.
+        code: tonic::Code,
+        /// What happened, naming the function and node.
+        message: String,
+    },
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::InvalidArgument(m) => Status::invalid_argument(m),
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::NoCapacity(m) => Status::resource_exhausted(m),
+            ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Invocation { code, message } => Status::new(code, message),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+/// The controller: a Raft member plus the logic of each API call.
+#[derive(Debug)]
+pub struct Controller {
+    /// This controller's Raft member.
+    pub node: RaftNode,
+    /// Placement policy written into every `Schedule` command.
+    pub policy: Policy,
+    /// Channels to agents.
+    agents: ChannelPool,
+    /// Agents' heartbeats, tracked by the leader.
+    pub liveness: Arc<Liveness>,
+}
+
+fn check_name(what: &str, value: &str) -> Result<(), ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(format!(
+            "invalid {what} {value:?}: use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Parses an invocation input; empty means `{}`.
+pub fn parse_input(input: &str) -> Result<serde_json::Value, ApiError> {
+    if input.trim().is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_str(input)
+        .map_err(|e| ApiError::InvalidArgument(format!("malformed input: not JSON ({e})")))
+}
+
+impl Controller {
+    /// A controller over `node`, placing with `policy`.
+    pub fn new(
+        node: RaftNode,
+        policy: Policy,
+        agents: ChannelPool,
+        liveness: Arc<Liveness>,
+    ) -> Self {
+        Controller {
+            node,
+            policy,
+            agents,
+            liveness,
+        }
+    }
+
+    /// Commits a command, retrying while a leader is being elected.
+    pub async fn write(&self, cmd: Command) -> Result<Response, ApiError> {
+        let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
+        loop {
+            match self.node.write(cmd.clone()).await {
+                Ok(resp) => return Ok(resp),
+                Err(e @ (WriteError::NoLeader | WriteError::Forward { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "write not committed yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Registers or replaces a function.
+    pub async fn deploy(
+        &self,
+        spec: pb::FunctionSpec,
+        code: Vec<pb::CodeFile>,
+    ) -> Result<pb::FunctionSpec, ApiError> {
+        check_name("tenant", &spec.tenant)?;
+        check_name("function name", &spec.name)?;
+        let key = format!("{}/{}", spec.tenant, spec.name);
+        if spec.cmd.trim().is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "function {key}: the launcher command is empty"
+            )));
+        }
+        if spec.memory_bytes < MIN_FUNCTION_MEMORY || spec.memory_bytes > MAX_FUNCTION_MEMORY {
+            return Err(ApiError::InvalidArgument(format!(
+                "function {key}: memory {} is outside {}..={}",
+                format_size(spec.memory_bytes),
+                format_size(MIN_FUNCTION_MEMORY),
+                format_size(MAX_FUNCTION_MEMORY)
+            )));
+        }
+        let timeout_ms = if spec.timeout_ms == 0 {
+            DEFAULT_TIMEOUT_MS
+        } else {
+            spec.timeout_ms
+        };
+        if timeout_ms > MAX_TIMEOUT_MS {
+            return Err(ApiError::InvalidArgument(format!(
+                "function {key}: timeout {timeout_ms} ms exceeds {MAX_TIMEOUT_MS} ms"
+            )));
+        }
+        if code.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "function {key}: the code directory is empty"
+            )));
+        }
+        let code_size: u64 = code.iter().map(|f| f.data.len() as u64).sum();
+        if code_size > MAX_CODE_BYTES {
+            return Err(ApiError::InvalidArgument(format!(
+                "function {key}: code is {}, more than the {} a deploy may carry",
+                format_size(code_size),
+                format_size(MAX_CODE_BYTES)
+            )));
+        }
+        for input in &spec.profile_inputs {
+            parse_input(input).map_err(|e| {
+                ApiError::InvalidArgument(format!("function {key}: profile input: {e}"))
+            })?;
+        }
+        let code_digest = ephemera_node_agent::code::digest(&code);
+        let record = FunctionRecord {
+            tenant: spec.tenant.clone(),
+            name: spec.name.clone(),
+            cmd: spec.cmd.clone(),
+            memory_bytes: spec.memory_bytes,
+            timeout_ms,
+            code_digest,
+            code: convert::code_to_records(code),
+            profile: spec
+                .profile
+                .as_ref()
+                .map(convert::profile_from_pb)
+                .unwrap_or_default(),
+            profile_inputs: spec.profile_inputs.clone(),
+            workflow: spec.workflow.clone(),
+        };
+        let spec = convert::spec_of(&record);
+        match self
+            .write(Command::DeployFunction { function: record })
+            .await?
+        {
+            Response::Rejected { reason } => Err(ApiError::InvalidArgument(reason)),
+            _ => Ok(spec),
+        }
+    }
+
+    /// The stored record of a function, or a not-found error naming it.
+    /// A miss is confirmed by a linearizable read, so a function deployed
+    /// through another controller a moment ago is found here too.
+    pub async fn function(&self, tenant: &str, name: &str) -> Result<FunctionRecord, ApiError> {
+        if let Some(f) = self.lookup(tenant, name) {
+            return Ok(f);
+        }
+        self.node.ensure_fresh(Duration::from_secs(5)).await?;
+        self.lookup(tenant, name).ok_or_else(|| {
+            let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+            let known: Vec<&str> = state
+                .functions
+                .values()
+                .filter(|f| f.tenant == tenant)
+                .map(|f| f.name.as_str())
+                .collect();
+            ApiError::NotFound(if known.is_empty() {
+                format!(
+                    "function {tenant}/{name} does not exist (tenant {tenant} has no functions)"
+                )
+            } else {
+                format!(
+                    "function {tenant}/{name} does not exist (tenant {tenant} has: {})",
+                    known.join(", ")
+                )
+            })
+        })
+    }
+
+    fn lookup(&self, tenant: &str, name: &str) -> Option<FunctionRecord> {
+        let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+        state.function(tenant, name).cloned()
+    }
+
+    /// Every function of `tenant` (all tenants when empty).
+    pub fn functions(&self, tenant: &str) -> Vec<pb::FunctionSpec> {
+        let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .functions
+            .values()
+            .filter(|f| tenant.is_empty() || f.tenant == tenant)
+            .map(convert::spec_of)
+            .collect()
+    }
+
+    /// Runs one invocation: place it, run it on the chosen agent, release it.
+    pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeReply, ApiError> {
+        let input = parse_input(&req.input_json)?;
+        let function = self.function(&req.tenant, &req.name).await?;
+        let key = function.key();
+        let invocation_id = if req.invocation_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            req.invocation_id.clone()
+        };
+        let (node_id, addr) = self.place(&function, &invocation_id).await?;
+        tracing::debug!(%invocation_id, function = %key, node = %node_id, "placed");
+        let result = self
+            .run_on(
+                &function,
+                &node_id,
+                &addr,
+                &invocation_id,
+                input.to_string(),
+            )
+            .await;
+        if let Err(e) = self.release(&invocation_id).await {
+            // The placement stays until the node is marked down or re-registers.
+            tracing::warn!(%invocation_id, error = %e, "could not release the placement");
+        }
+        let reply = result?;
+        Ok(pb::InvokeReply {
+            invocation_id,
+            node_id,
+            result_json: reply.result_json,
+            duration_us: reply.duration_us,
+            tier: reply.tier,
+            instance_id: reply.instance_id,
+            launcher_pid: reply.launcher_pid,
+        })
+    }
+
+    /// Commits the placement of one invocation of `function`; returns the
+    /// chosen node's id and address.
+    pub async fn place(
+        &self,
+        function: &FunctionRecord,
+        invocation_id: &str,
+    ) -> Result<(String, String), ApiError> {
+        let placed = self
+            .write(Command::Schedule {
+                invocation_id: invocation_id.to_string(),
+                tenant: function.tenant.clone(),
+                function: function.name.clone(),
+                t_lim: function.memory_bytes,
+                t_mem: function.t_mem(),
+                policy: self.policy,
+            })
+            .await?;
+        match placed {
+            Response::Placed { node_id, addr } => Ok((node_id, addr)),
+            Response::Rejected { reason } => Err(ApiError::NoCapacity(reason)),
+            other => Err(ApiError::Unavailable(format!(
+                "invocation {invocation_id} of {}: Schedule returned {other:?}, not a placement",
+                function.key()
+            ))),
+        }
+    }
+
+    /// Commits the release of a placement (idempotent).
+    pub async fn release(&self, invocation_id: &str) -> Result<(), ApiError> {
+        if invocation_id.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "release: the invocation id is empty".into(),
+            ));
+        }
+        match self
+            .write(Command::Complete {
+                invocation_id: invocation_id.to_string(),
+            })
+            .await?
+        {
+            Response::Rejected { reason } => Err(ApiError::InvalidArgument(reason)),
+            _ => Ok(()),
+        }
+    }
+
+    /// This controller's applied state as JSON, with its applied index.
+    pub fn dump(&self) -> Result<pb::DumpReply, ApiError> {
+        let state_json = {
+            let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+            serde_json::to_string(&*state)
+                .map_err(|e| ApiError::Unavailable(format!("cannot encode the state: {e}")))?
+        };
+        let metrics = self.node.raft.metrics().borrow().clone();
+        Ok(pb::DumpReply {
+            state_json,
+            last_applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            controller_id: self.node.id,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
+            term: metrics.current_term,
+        })
+    }
+
+    async fn run_on(
+        &self,
+        function: &FunctionRecord,
+        node_id: &str,
+        addr: &str,
+        invocation_id: &str,
+        input_json: String,
+    ) -> Result<pb::RunReply, ApiError> {
+        let key = function.key();
+        let unreachable = |e: String| {
+            ApiError::Invocation {
+            code: tonic::Code::Unavailable,
+            message: format!("invocation {invocation_id} of {key}: agent {node_id} at {addr} is unreachable: {e}"),
+        }
+        };
+        let channel = self
+            .agents
+            .get(addr)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut client = AgentClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let timeout = Duration::from_millis(function.timeout_ms.max(1)) + Duration::from_secs(30);
+        let mut request = pb::RunRequest {
+            invocation_id: invocation_id.to_string(),
+            function: Some(convert::spec_of(function)),
+            input_json,
+            code: Vec::new(),
+        };
+        for attempt in 0..2 {
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(timeout);
+            match client.run(call).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(s)
+                    if attempt == 0
+                        && s.code() == tonic::Code::FailedPrecondition
+                        && s.message().starts_with("code missing") =>
+                {
+                    request.code = convert::code_from_records(&function.code);
+                }
+                Err(s)
+                    if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                        && s.message().contains("transport") =>
+                {
+                    return Err(unreachable(s.message().to_string()));
+                }
+                Err(s) => {
+                    return Err(ApiError::Invocation {
+                        code: s.code(),
+                        message: format!(
+                            "invocation {invocation_id} on node {node_id}: {}",
+                            s.message()
+                        ),
+                    })
+                }
+            }
+        }
+        Err(unreachable("agent asked for the code twice".into()))
+    }
+
+    /// Nodes, functions and instances, as `ephemera status` shows them.
+    pub async fn status(&self, tenant: &str) -> pb::StatusReply {
+        let (nodes, functions, agents) = {
+            let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+            let nodes: Vec<pb::NodeStatus> =
+                state.nodes.values().map(convert::node_status).collect();
+            let functions: Vec<pb::FunctionSpec> = state
+                .functions
+                .values()
+                .filter(|f| tenant.is_empty() || f.tenant == tenant)
+                .map(convert::spec_of)
+                .collect();
+            let agents: Vec<(String, String)> = state
+                .nodes
+                .values()
+                .filter(|n| n.up)
+                .map(|n| (n.node_id.clone(), n.addr.clone()))
+                .collect();
+            (nodes, functions, agents)
+        };
+        let mut instances = Vec::new();
+        for (node_id, addr) in agents {
+            let Ok(channel) = self.agents.get(&addr) else {
+                continue;
+            };
+            let mut call = tonic::Request::new(pb::AgentStatusRequest {});
+            call.set_timeout(Duration::from_secs(2));
+            match AgentClient::new(channel).status(call).await {
+                Ok(reply) => instances.extend(
+                    reply
+                        .into_inner()
+                        .instances
+                        .into_iter()
+                        .filter(|i| tenant.is_empty() || i.tenant == tenant),
+                ),
+                Err(e) => tracing::debug!(node = %node_id, error = %e, "agent status unavailable"),
+            }
+        }
+        pb::StatusReply {
+            nodes,
+            functions,
+            instances,
+            leader_id: self.node.leader().map(|(id, _)| id).unwrap_or(0),
+            policy: self.policy.to_string(),
+        }
+    }
+
+    /// An agent joins (or rejoins after a restart: its old placements are released).
+    pub async fn register_node(
+        &self,
+        node_id: String,
+        addr: String,
+        memory_bytes: u64,
+    ) -> Result<(), ApiError> {
+        check_name("node id", &node_id)?;
+        if memory_bytes == 0 {
+            return Err(ApiError::InvalidArgument(format!(
+                "node {node_id}: memory must be positive"
+            )));
+        }
+        let stale = {
+            let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+            state
+                .nodes
+                .get(&node_id)
+                .is_some_and(|n| !n.tasks.is_empty())
+        };
+        if stale {
+            self.write(Command::SetNodeUp {
+                node_id: node_id.clone(),
+                up: false,
+            })
+            .await?;
+        }
+        match self
+            .write(Command::RegisterNode {
+                node_id: node_id.clone(),
+                addr,
+                memory_bytes,
+            })
+            .await?
+        {
+            Response::Rejected { reason } => Err(ApiError::InvalidArgument(reason)),
+            _ => {
+                self.liveness.seen(&node_id);
+                Ok(())
+            }
+        }
+    }
+
+    /// An agent's heartbeat; `false` asks it to register again.
+    pub fn heartbeat(&self, node_id: &str) -> Result<bool, ApiError> {
+        if !self.node.is_leader() {
+            let leader = self
+                .node
+                .leader()
+                .map(|(_, a)| a)
+                .unwrap_or_else(|| "unknown".into());
+            return Err(ApiError::Unavailable(format!(
+                "not the leader; the leader is at {leader}"
+            )));
+        }
+        let up = {
+            let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+            state.nodes.get(node_id).is_some_and(|n| n.up)
+        };
+        if up {
+            self.liveness.seen(node_id);
+        }
+        Ok(up)
+    }
+}

@@ -1,0 +1,33 @@
+//! The Ephemera controller and the `ephemera` CLI.
+//!
+//! A controller is one member of a Raft group (openraft over gRPC, state in
+//! `ephemera-storage`). It serves clients (deploy, invoke, status), the node
+//! agents (register, heartbeat) and its Raft peers on one listener. An
+//! invocation is placed by a Raft `Schedule` command, run on the chosen
+//! agent, and released by `Complete`. This crate does not run functions
+//! (that is `ephemera-node-agent`) nor store anything itself
+//! (`ephemera-storage`).
+//!
+//! Layout:
+//! - [`controller`]: what each API call does.
+//! - [`api`]: the gRPC services, translating to and from [`controller`].
+//! - [`raft`]: the Raft member, its transport, write forwarding.
+//! - [`liveness`]: agents' heartbeats; silent agents are marked down.
+//! - [`server`]: start and serve a controller.
+//! - [`dev`]: the embedded cluster of `ephemera dev`.
+//! - [`cli`]: the client commands.
+//! - [`bench`]: `ephemera bench scheduler`, the policies outside Raft.
+//! - [`artifacts`]: finding the intercept library and proxy binary.
+//! - [`convert`], [`size`]: wire conversions and `256MiB`-style sizes.
+
+pub mod api;
+pub mod artifacts;
+pub mod bench;
+pub mod cli;
+pub mod controller;
+pub mod convert;
+pub mod dev;
+pub mod liveness;
+pub mod raft;
+pub mod server;
+pub mod size;

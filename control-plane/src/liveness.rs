@@ -1,0 +1,88 @@
+//! Agent liveness. Agents heartbeat the leader; the leader marks an agent
+//! down (a Raft command, which releases its placements) when it has not heard
+//! from it for the timeout. A new leader gives every agent a full timeout from
+//! the moment it took over, since the old leader's records died with it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ephemera_storage::Command;
+
+use crate::controller::Controller;
+
+/// Last heartbeat per node, as seen by this controller.
+#[derive(Debug)]
+pub struct Liveness {
+    last_seen: Mutex<HashMap<String, Instant>>,
+    /// Silence after which a node is marked down.
+    pub timeout: Duration,
+}
+
+impl Liveness {
+    /// Tracks nodes with `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Liveness {
+            last_seen: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    /// Records a sign of life from `node_id`.
+    pub fn seen(&self, node_id: &str) {
+        let mut map = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(node_id.to_string(), Instant::now());
+    }
+
+    fn silent_since(&self, node_id: &str, leader_since: Instant) -> Instant {
+        let map = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(node_id)
+            .map_or(leader_since, |t| (*t).max(leader_since))
+    }
+}
+
+/// Marks silent agents down while this controller leads, until `shutdown`.
+pub async fn run(controller: Arc<Controller>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let liveness = controller.liveness.clone();
+    let tick = (liveness.timeout / 4).max(Duration::from_millis(100));
+    let mut leader_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => return,
+        }
+        if !controller.node.is_leader() {
+            leader_since = None;
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        let up: Vec<String> = {
+            let state = controller
+                .node
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            state
+                .nodes
+                .values()
+                .filter(|n| n.up)
+                .map(|n| n.node_id.clone())
+                .collect()
+        };
+        for node_id in up {
+            if liveness.silent_since(&node_id, since).elapsed() <= liveness.timeout {
+                continue;
+            }
+            tracing::warn!(node = %node_id, timeout = ?liveness.timeout, "agent silent; marking it down");
+            if let Err(e) = controller
+                .write(Command::SetNodeUp {
+                    node_id: node_id.clone(),
+                    up: false,
+                })
+                .await
+            {
+                tracing::warn!(node = %node_id, error = %e, "could not mark the agent down");
+            }
+        }
+    }
+}

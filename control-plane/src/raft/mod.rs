@@ -1,0 +1,283 @@
+//! One controller's Raft member: the openraft instance over the sled store,
+//! its gRPC transport, and [`RaftNode::write`], which commits a command here
+//! when this controller leads and forwards it to the leader otherwise.
+//!
+//! - `network`: outgoing RPCs (openraft's network traits over gRPC).
+//! - `service`: incoming RPCs (the `RaftService` server).
+
+mod network;
+mod service;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ephemera_proto::raft::raft_service_client::RaftServiceClient;
+use ephemera_proto::raft::RaftPayload;
+use ephemera_storage::{ClusterState, Command, Node, NodeId, Raft, Response};
+use openraft::error::{ClientWriteError, RaftError};
+
+pub use network::{ChannelPool, GrpcNetwork};
+pub use service::RaftRpc;
+
+/// Why a command was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader is known yet (an election is under way).
+    #[error("no Raft leader is known yet; retry shortly")]
+    NoLeader,
+    /// The leader could not be reached to forward the write.
+    #[error("cannot forward the write to leader {leader} at {addr}: {reason}")]
+    Forward {
+        /// Leader's node id.
+        leader: NodeId,
+        /// Leader's address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Raft itself failed (shut down, storage error).
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Tunables for one member.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout range: [min, 2·min).
+    pub election_timeout_min: Duration,
+    /// Build a snapshot after this many applied logs.
+    pub snapshot_logs: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            snapshot_logs: 10_000,
+        }
+    }
+}
+
+/// A running Raft member and a read handle on its state machine.
+#[derive(Clone)]
+pub struct RaftNode {
+    /// This member's id.
+    pub id: NodeId,
+    /// The openraft handle.
+    pub raft: Raft,
+    /// The applied cluster state (read-only for everyone but the state machine).
+    pub state: Arc<RwLock<ClusterState>>,
+    pool: ChannelPool,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftNode {
+    /// Opens the store under `dir` and starts the member.
+    pub async fn start(
+        id: NodeId,
+        dir: &Path,
+        settings: &RaftSettings,
+        pool: ChannelPool,
+    ) -> anyhow::Result<RaftNode> {
+        use anyhow::Context;
+        let (log_store, sm_store) = ephemera_storage::open_store(dir)
+            .await
+            .with_context(|| format!("opening the Raft store in {}", dir.display()))?;
+        let state = sm_store.state();
+        let min = settings.election_timeout_min.as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: "ephemera".into(),
+            heartbeat_interval: settings.heartbeat.as_millis() as u64,
+            election_timeout_min: min,
+            election_timeout_max: min * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_logs),
+            max_in_snapshot_log_to_keep: settings.snapshot_logs.min(1000),
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().context("invalid Raft config")?);
+        let raft = Raft::new(
+            id,
+            config,
+            GrpcNetwork::new(pool.clone()),
+            log_store,
+            sm_store,
+        )
+        .await
+        .context("starting Raft")?;
+        Ok(RaftNode {
+            id,
+            raft,
+            state,
+            pool,
+        })
+    }
+
+    /// Makes this member the single voter of a new cluster, unless the store
+    /// already holds a cluster (a restart).
+    pub async fn initialize_single(&self, addr: &str) -> anyhow::Result<()> {
+        self.initialize(BTreeMap::from([(self.id, addr.to_string())]))
+            .await
+    }
+
+    /// Bootstraps a cluster of `members` (id → address), unless already initialized.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+        if self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<NodeId, Node> = members
+            .into_iter()
+            .map(|(id, addr)| (id, Node { addr }))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            // Another member initialised first: that is fine.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("initializing the Raft cluster: {e}")),
+        }
+    }
+
+    /// Waits until some member leads, up to `timeout`; returns the leader id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<NodeId> {
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+            .await
+            .map_err(|e| anyhow::anyhow!("no Raft leader within {timeout:?}: {e}"))?;
+        metrics
+            .current_leader
+            .ok_or_else(|| anyhow::anyhow!("no Raft leader within {timeout:?}"))
+    }
+
+    /// The current leader's id and address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    /// Whether this member believes it leads (not linearizable; for housekeeping).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Commits `cmd` (forwarding to the leader if needed) and returns its response.
+    pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(reply) => Ok(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                let (leader, node) = match (fwd.leader_id, fwd.leader_node) {
+                    (Some(id), Some(node)) => (id, node),
+                    _ => return Err(WriteError::NoLeader),
+                };
+                self.forward(leader, &node.addr, &cmd).await
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        cmd: &Command,
+    ) -> Result<Response, WriteError> {
+        let fail = |reason: String| WriteError::Forward {
+            leader,
+            addr: addr.to_string(),
+            reason,
+        };
+        let data = serde_json::to_vec(cmd).map_err(|e| fail(e.to_string()))?;
+        let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
+        let mut client = RaftServiceClient::new(channel);
+        let reply = client
+            .client_write(RaftPayload { data })
+            .await
+            .map_err(|s| fail(s.message().to_string()))?;
+        let result: Result<Response, RaftError<NodeId, ClientWriteError<NodeId, Node>>> =
+            serde_json::from_slice(&reply.into_inner().data).map_err(|e| fail(e.to_string()))?;
+        match result {
+            Ok(resp) => Ok(resp),
+            // Leadership moved again while forwarding: the caller retries.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(WriteError::NoLeader)
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    /// Waits until this member has applied everything the leader had
+    /// committed when the call started, so a read of the local state that
+    /// follows is linearizable. On the leader this is openraft's
+    /// `ensure_linearizable`; a follower asks the leader for that read index
+    /// and waits for its own state machine to reach it.
+    pub async fn ensure_fresh(&self, timeout: Duration) -> Result<(), WriteError> {
+        let index = match self.raft.ensure_linearizable().await {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(fwd))) => {
+                let (leader, node) = match (fwd.leader_id, fwd.leader_node) {
+                    (Some(id), Some(node)) => (id, node),
+                    _ => return Err(WriteError::NoLeader),
+                };
+                self.read_index(leader, &node.addr).await?
+            }
+            Err(e) => return Err(WriteError::Raft(e.to_string())),
+        };
+        if let Some(index) = index {
+            self.raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(index), "a fresh read")
+                .await
+                .map_err(|e| WriteError::Raft(format!("waiting to apply log {index}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn read_index(&self, leader: NodeId, addr: &str) -> Result<Option<u64>, WriteError> {
+        let fail = |reason: String| WriteError::Forward {
+            leader,
+            addr: addr.to_string(),
+            reason,
+        };
+        let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
+        let reply = RaftServiceClient::new(channel)
+            .read_index(RaftPayload { data: Vec::new() })
+            .await
+            .map_err(|s| fail(s.message().to_string()))?;
+        type ReadResult = Result<
+            Option<openraft::LogId<NodeId>>,
+            RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, Node>>,
+        >;
+        let result: ReadResult =
+            serde_json::from_slice(&reply.into_inner().data).map_err(|e| fail(e.to_string()))?;
+        match result {
+            Ok(log_id) => Ok(log_id.map(|l| l.index)),
+            Err(RaftError::APIError(_)) => Err(WriteError::NoLeader),
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    /// Stops the member.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Shared by the integration tests: start `ephemera dev` as a user would (the
+//! built binary, a temp data dir, port 0) and run CLI commands against it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The `ephemera` binary cargo built for these tests.
+pub fn ephemera() -> &'static str {
+    env!("CARGO_BIN_EXE_ephemera")
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A running `ephemera dev`, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct DevCluster {
+    child: Child,
+    /// The endpoint it printed.
+    pub endpoint: String,
+    /// Everything it printed on stdout so far.
+    pub banner: Vec<String>,
+}
+
+impl DevCluster {
+    /// Starts `ephemera dev --agents N` on `data_dir` and waits for its endpoint line.
+    pub fn start(data_dir: &Path, agents: usize) -> DevCluster {
+        let mut child = Command::new(ephemera())
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--agents",
+                &agents.to_string(),
+                "--node-memory",
+                "4GiB",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("EPHEMERA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ephemera dev");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut banner = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let endpoint = line.strip_prefix("endpoint: ").map(str::to_string);
+                    banner.push(line);
+                    if let Some(endpoint) = endpoint {
+                        // Keep draining stdout so the server never blocks on a full pipe.
+                        std::thread::spawn(move || while rx.recv().is_ok() {});
+                        return DevCluster {
+                            child,
+                            endpoint,
+                            banner,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "ephemera dev printed no endpoint within 90 s; output so far: {banner:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs `ephemera ARGS…` against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(ephemera())
+            .args(args)
+            .env("EPHEMERA_ENDPOINT", &self.endpoint)
+            .output()
+            .expect("run the ephemera CLI")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`ephemera {}` failed: {}\nstdout: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a CLI command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "`ephemera {}` should have failed but printed {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Deploys a function whose code is `dir`.
+    pub fn deploy(&self, tenant: &str, name: &str, dir: &Path, cmd: &str, memory: &str) {
+        self.ok(&[
+            "fn",
+            "deploy",
+            "--tenant",
+            tenant,
+            "--name",
+            name,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--cmd",
+            cmd,
+            "--memory",
+            memory,
+            "--timeout",
+            "30",
+        ]);
+    }
+
+    /// Stops the cluster the way Ctrl-C would, and waits for it to exit.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety impact.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}

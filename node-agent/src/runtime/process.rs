@@ -1,0 +1,450 @@
+//! The process runtime: each instance is an `ephemera-proxy` child of the
+//! agent, started inside a fresh memory cgroup (it joins the cgroup between
+//! fork and exec, so the launcher it starts is limited from its first
+//! instruction).
+//!
+//! Instance directory `<instances>/<instance_id>/`:
+//! `control` (the control block), `tmp/` (the tier directory), `proxy.sock`,
+//! `proxy.log`, `stdout.log` and `stderr.log` (the launcher's logs). When an
+//! instance stops, everything but the logs is removed.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ephemera_control_block::{ControlBlock, Counters, Slot};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::process::{Child, Command};
+
+use super::cgroup::{Cgroup, Driver};
+use super::{Activation, Instance, InstanceSpec, Limits, Output, RunError, Runtime, RuntimeError};
+use crate::proxy::client::ProxyClient;
+use crate::proxy::{Reply, Request};
+
+/// How long a new proxy may take to accept our connection.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra time the proxy gets beyond an activation's timeout to report it.
+const PROXY_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the process runtime finds its pieces.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Instance directories go here.
+    pub instances_dir: PathBuf,
+    /// The `ephemera-proxy` executable.
+    pub proxy_bin: PathBuf,
+    /// `libephemera_intercept.so`, if any.
+    pub intercept_lib: Option<PathBuf>,
+    /// Prefixed to the launcher's PATH (holds `ephemera-python`).
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// Starts instances as child processes in memory cgroups.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    /// Paths.
+    opts: ProcessOptions,
+    /// The cgroup hierarchy.
+    driver: Arc<Driver>,
+}
+
+impl ProcessRuntime {
+    /// A runtime with `driver` (see [`Driver::detect`]).
+    pub fn new(opts: ProcessOptions, driver: Arc<Driver>) -> ProcessRuntime {
+        ProcessRuntime { opts, driver }
+    }
+
+    async fn start_inner(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, RuntimeError> {
+        let (dir, tier, control_path, control) = prepare_dir(&self.opts.instances_dir, &spec)?;
+        let cgroup = self.driver.create(&spec.instance_id, spec.memory_bytes)?;
+        let started = self
+            .spawn_and_connect(&spec, &dir, &tier, &control_path, cgroup.as_ref())
+            .await;
+        let (child, client) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                cleanup(&dir, cgroup.as_ref()).await;
+                return Err(e);
+            }
+        };
+        let limits = Arc::new(ProcessLimits { control, cgroup });
+        tracing::debug!(
+            instance = %spec.instance_id,
+            function = %spec.qualified(),
+            launcher_pid = client.launcher_pid(),
+            "instance started"
+        );
+        Ok(Box::new(ProcessInstance {
+            id: spec.instance_id.clone(),
+            launcher_pid: client.launcher_pid(),
+            client: Some(client),
+            child,
+            dir,
+            limits,
+        }))
+    }
+
+    async fn spawn_and_connect(
+        &self,
+        spec: &InstanceSpec,
+        dir: &Path,
+        tier: &Path,
+        control: &Path,
+        cgroup: Option<&Cgroup>,
+    ) -> Result<(Child, ProxyClient), RuntimeError> {
+        let start_err = |reason: String| RuntimeError::Start {
+            instance: spec.instance_id.clone(),
+            function: spec.qualified(),
+            reason,
+        };
+        let socket = dir.join("proxy.sock");
+        let log_path = dir.join("proxy.log");
+        let log = File::create(&log_path).map_err(|source| RuntimeError::Io {
+            what: format!("creating {}", log_path.display()),
+            source,
+        })?;
+        let log2 = log.try_clone().map_err(|source| RuntimeError::Io {
+            what: format!("cloning {}", log_path.display()),
+            source,
+        })?;
+        let mut cmd = Command::new(&self.opts.proxy_bin);
+        cmd.args(proxy_args(&self.opts, spec, dir, tier, control))
+            .env_remove("LD_PRELOAD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true);
+        if let Some(cg) = cgroup {
+            let procs = CString::new(cg.procs_file().as_os_str().as_bytes())
+                .map_err(|_| start_err("cgroup path contains a NUL byte".into()))?;
+            // SAFETY: runs in the forked child before exec; only open, write
+            // and close on a path prepared before the fork, all
+            // async-signal-safe; no allocation.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // "0" means the writing process itself.
+                    let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let err = io::Error::last_os_error();
+                    libc::close(fd);
+                    if n != 1 {
+                        return Err(err);
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            start_err(format!(
+                "cannot run proxy {}: {e}",
+                self.opts.proxy_bin.display()
+            ))
+        })?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(start_err(format!(
+                    "proxy exited with {status} before accepting: {}",
+                    log.trim()
+                )));
+            }
+            match ProxyClient::connect(&socket).await {
+                Ok(client) => return Ok((child, client)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) && Instant::now() < deadline =>
+                {
+                    // The proxy has not bound its socket yet.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    return Err(start_err(format!(
+                        "cannot reach the proxy at {}: {e}",
+                        socket.display()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The `ephemera-proxy` command line for one instance (also used inside
+/// containers, where every path is mounted at the same place).
+pub(super) fn proxy_args(
+    opts: &ProcessOptions,
+    spec: &InstanceSpec,
+    dir: &Path,
+    tier: &Path,
+    control: &Path,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--socket".into(),
+        dir.join("proxy.sock").into(),
+        "--dir".into(),
+        spec.code_dir.clone().into(),
+        "--cmd".into(),
+        spec.cmd.clone().into(),
+        "--control".into(),
+        control.into(),
+        "--tier-dir".into(),
+        tier.into(),
+        "--mode".into(),
+        spec.mode.as_str().into(),
+        "--log-dir".into(),
+        dir.into(),
+        "--mem-limit".into(),
+        spec.memory_bytes.to_string().into(),
+    ];
+    if let Some(so) = &opts.intercept_lib {
+        args.push("--preload".into());
+        args.push(so.into());
+    }
+    if let Some(bin) = &opts.bin_dir {
+        args.push("--bin-dir".into());
+        args.push(bin.into());
+    }
+    args
+}
+
+/// Creates an instance's directory, tier directory and control block.
+pub(super) fn prepare_dir(
+    instances_dir: &Path,
+    spec: &InstanceSpec,
+) -> Result<(PathBuf, PathBuf, PathBuf, ControlBlock), RuntimeError> {
+    let dir = instances_dir.join(&spec.instance_id);
+    let tier = dir.join("tmp");
+    fs::create_dir_all(&tier).map_err(|source| RuntimeError::Io {
+        what: format!("creating {}", tier.display()),
+        source,
+    })?;
+    let control_path = dir.join("control");
+    let control =
+        ControlBlock::create(&control_path, spec.memory_bytes, spec.mode).map_err(|source| {
+            RuntimeError::Io {
+                what: format!("creating control block {}", control_path.display()),
+                source,
+            }
+        })?;
+    Ok((dir, tier, control_path, control))
+}
+
+impl Runtime for ProcessRuntime {
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, RuntimeError>> {
+        self.start_inner(spec).boxed()
+    }
+}
+
+/// Removes an instance's cgroup and non-log files.
+pub(super) async fn cleanup(dir: &Path, cgroup: Option<&Cgroup>) {
+    if let Some(cg) = cgroup.cloned() {
+        let res =
+            tokio::task::spawn_blocking(move || cg.kill_and_remove(Duration::from_secs(5))).await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("cgroup cleanup task failed: {e}"),
+        }
+    }
+    let _ = fs::remove_dir_all(dir.join("tmp"));
+    let _ = fs::remove_file(dir.join("control"));
+    let _ = fs::remove_file(dir.join("proxy.sock"));
+}
+
+/// One running proxy + launcher.
+#[derive(Debug)]
+struct ProcessInstance {
+    /// Instance id.
+    id: String,
+    /// Launcher pid from the proxy's hello.
+    launcher_pid: u32,
+    /// The socket to the proxy; `None` once it broke.
+    client: Option<ProxyClient>,
+    /// The proxy process.
+    child: Child,
+    /// The instance directory.
+    dir: PathBuf,
+    /// Cgroup and control block.
+    limits: Arc<ProcessLimits>,
+}
+
+impl ProcessInstance {
+    async fn run_inner(&mut self, act: Activation) -> Result<Output, RunError> {
+        match run_activation(&mut self.client, act).await {
+            Err(RunError::Proxy(msg)) => {
+                let status = match self.child.try_wait() {
+                    Ok(Some(st)) => format!(" (proxy exited with {st})"),
+                    _ => String::new(),
+                };
+                Err(RunError::Proxy(format!("{msg}{status}")))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Runs one activation through an instance's proxy; the connection is
+/// dropped (`None`) once the instance cannot serve again.
+pub(super) async fn run_activation(
+    client: &mut Option<ProxyClient>,
+    act: Activation,
+) -> Result<Output, RunError> {
+    let Some(conn) = client.as_mut() else {
+        return Err(RunError::Proxy("the connection broke earlier".into()));
+    };
+    let timeout_ms = act.timeout.as_millis() as u64;
+    let request = Request::Run {
+        activation_id: act.id,
+        action_name: act.action_name,
+        timeout_ms,
+        value: act.input,
+    };
+    let reply = conn.call(&request, act.timeout + PROXY_GRACE).await;
+    if !matches!(reply, Ok(Reply::Result { .. } | Reply::NonJson { .. })) {
+        *client = None;
+    }
+    match reply {
+        Ok(Reply::Result {
+            result,
+            duration_us,
+        }) => Ok(Output {
+            result,
+            duration: Duration::from_micros(duration_us),
+        }),
+        Ok(Reply::NonJson { output, .. }) => Err(RunError::NonJson { output }),
+        Ok(Reply::Exited {
+            code,
+            signal,
+            stderr_tail,
+            idle,
+        }) => {
+            let status = match (code, signal) {
+                (Some(c), _) => format!("status {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                (None, None) => "unknown status".to_string(),
+            };
+            Err(RunError::Exited {
+                status,
+                stderr_tail,
+                idle,
+            })
+        }
+        Ok(Reply::Timeout {
+            timeout_ms,
+            stderr_tail,
+        }) => Err(RunError::Timeout {
+            timeout_ms,
+            stderr_tail,
+        }),
+        Ok(Reply::Hello { .. }) => Err(RunError::Proxy("unexpected second hello".into())),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(RunError::Timeout {
+            timeout_ms,
+            stderr_tail: String::new(),
+        }),
+        Err(e) => Err(RunError::Proxy(e.to_string())),
+    }
+}
+
+impl Instance for ProcessInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn launcher_pid(&self) -> u32 {
+        self.launcher_pid
+    }
+
+    fn limits(&self) -> Arc<dyn Limits> {
+        self.limits.clone()
+    }
+
+    fn run(&mut self, activation: Activation) -> BoxFuture<'_, Result<Output, RunError>> {
+        self.run_inner(activation).boxed()
+    }
+
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        async move {
+            let ProcessInstance {
+                id,
+                client,
+                mut child,
+                dir,
+                limits,
+                ..
+            } = *self;
+            // Closing the socket tells the proxy to kill the launcher and exit.
+            drop(client);
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+            cleanup(&dir, limits.cgroup.as_ref()).await;
+            tracing::debug!(instance = %id, "instance stopped");
+        }
+        .boxed()
+    }
+}
+
+/// Cgroup and control block of one process instance.
+#[derive(Debug)]
+struct ProcessLimits {
+    /// The control block, mapped.
+    control: ControlBlock,
+    /// The memory cgroup, if cgroups are available.
+    cgroup: Option<Cgroup>,
+}
+
+impl Limits for ProcessLimits {
+    fn set_limit(&self, bytes: u64) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        // Two small file writes: done inline, no need for a blocking thread.
+        let result = match &self.cgroup {
+            Some(cg) => cg.set_limit(bytes).map_err(RuntimeError::from),
+            None => Ok(()),
+        };
+        if result.is_ok() {
+            self.control.set_limit(bytes);
+        }
+        futures::future::ready(result).boxed()
+    }
+
+    fn announce_limit(&self, bytes: u64) {
+        self.control.set_limit(bytes);
+    }
+
+    fn usage(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(Cgroup::usage)
+    }
+
+    fn max_usage(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(Cgroup::max_usage)
+    }
+
+    fn counters(&self) -> Counters {
+        self.control.counters()
+    }
+
+    fn take_safeguard(&self) -> bool {
+        if self.control.get(Slot::Safeguard) != 0 {
+            self.control.clear_safeguard();
+            true
+        } else {
+            false
+        }
+    }
+}
