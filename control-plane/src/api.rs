@@ -66,8 +66,7 @@ impl ControllerService for Api {
         let spec = req.spec.ok_or_else(|| {
             ApiError::InvalidArgument("deploy request without a function spec".into())
         })?;
-        let spec = self.controller.deploy(spec, req.code).await?;
-        Ok(Response::new(pb::DeployReply { spec: Some(spec) }))
+        Ok(Response::new(self.controller.deploy(spec, req.code).await?))
     }
 
     async fn get_function(

@@ -99,6 +99,21 @@ pub async fn deploy(endpoint: &str, args: DeployArgs<'_>) -> anyhow::Result<()> 
         .map_err(|s| status_error(&format!("deploying {}/{}", args.tenant, args.name), s))?
         .into_inner();
     let spec = reply.spec.unwrap_or_default();
+    if !reply.profile_error.is_empty() {
+        eprintln!(
+            "warning: {}; the first invocation will profile it instead",
+            reply.profile_error
+        );
+    }
+    if let Some(p) = spec.profile.filter(|p| p.measured) {
+        println!(
+            "profiled {}/{}: peak native memory {}, largest file {}",
+            spec.tenant,
+            spec.name,
+            format_size(p.u_max_bytes),
+            format_size(p.f_max_bytes)
+        );
+    }
     println!(
         "deployed {}/{} (memory {}, code {} in {}, digest {})",
         spec.tenant,

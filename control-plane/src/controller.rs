@@ -150,7 +150,7 @@ impl Controller {
         &self,
         spec: pb::FunctionSpec,
         code: Vec<pb::CodeFile>,
-    ) -> Result<pb::FunctionSpec, ApiError> {
+    ) -> Result<pb::DeployReply, ApiError> {
         check_name("tenant", &spec.tenant)?;
         check_name("function name", &spec.name)?;
         let key = format!("{}/{}", spec.tenant, spec.name);
@@ -212,13 +212,90 @@ impl Controller {
             profile_inputs: spec.profile_inputs.clone(),
             workflow: spec.workflow.clone(),
         };
-        let spec = convert::spec_of(&record);
-        match self
-            .write(Command::DeployFunction { function: record })
+        if let Response::Rejected { reason } = self
+            .write(Command::DeployFunction {
+                function: record.clone(),
+            })
             .await?
         {
-            Response::Rejected { reason } => Err(ApiError::InvalidArgument(reason)),
-            _ => Ok(spec),
+            return Err(ApiError::InvalidArgument(reason));
+        }
+        let mut reply = pb::DeployReply {
+            spec: Some(convert::spec_of(&record)),
+            profile_error: String::new(),
+        };
+        if !record.profile_inputs.is_empty() {
+            match self.profile(&record).await {
+                Ok(profile) => {
+                    let mut profiled = record;
+                    profiled.profile = profile;
+                    reply.spec = Some(convert::spec_of(&profiled));
+                }
+                Err(e) => reply.profile_error = e.to_string(),
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The profiler (thesis §3.4.1): trial runs of `function`, one per
+    /// profile input, in parallel in `disk` mode on one agent; the maxima of
+    /// peak native memory and largest file are committed as its profile.
+    pub async fn profile(
+        &self,
+        function: &FunctionRecord,
+    ) -> Result<ephemera_storage::Profile, ApiError> {
+        let key = function.key();
+        let (node_id, addr) = {
+            let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
+            state
+                .nodes
+                .values()
+                .filter(|n| n.up)
+                .max_by_key(|n| (n.headroom(), std::cmp::Reverse(n.node_id.clone())))
+                .map(|n| (n.node_id.clone(), n.addr.clone()))
+                .ok_or_else(|| ApiError::NoCapacity(format!("no agent is up to profile {key}")))?
+        };
+        let channel = self.agents.get(&addr).map_err(|e| {
+            ApiError::Unavailable(format!("profiling {key}: agent {node_id} at {addr}: {e}"))
+        })?;
+        let mut call = tonic::Request::new(pb::ProfileRequest {
+            function: Some(convert::spec_of(function)),
+            code: convert::code_from_records(&function.code),
+            inputs: function.profile_inputs.clone(),
+        });
+        call.set_timeout(
+            Duration::from_millis(function.timeout_ms.max(1)) * 2 + Duration::from_secs(30),
+        );
+        let reply = AgentClient::new(channel)
+            .max_encoding_message_size(96 << 20)
+            .profile(call)
+            .await
+            .map_err(|s| ApiError::Invocation {
+                code: s.code(),
+                message: format!("profiling {key} on node {node_id}: {}", s.message()),
+            })?
+            .into_inner();
+        let profile = reply
+            .profile
+            .map(|p| convert::profile_from_pb(&p))
+            .unwrap_or_default();
+        self.set_profile(function, profile).await?;
+        Ok(profile)
+    }
+
+    async fn set_profile(
+        &self,
+        function: &FunctionRecord,
+        profile: ephemera_storage::Profile,
+    ) -> Result<(), ApiError> {
+        let cmd = Command::SetProfile {
+            tenant: function.tenant.clone(),
+            name: function.name.clone(),
+            profile,
+        };
+        match self.write(cmd).await? {
+            Response::Rejected { reason } => Err(ApiError::NotFound(reason)),
+            _ => Ok(()),
         }
     }
 
@@ -293,6 +370,21 @@ impl Controller {
             tracing::warn!(%invocation_id, error = %e, "could not release the placement");
         }
         let reply = result?;
+        if !function.profile.measured && function.profile_inputs.is_empty() {
+            // A deploy without profile inputs is profiled by its first
+            // invocation: what the tier measured in the instance.
+            let tier = reply.tier.unwrap_or_default();
+            if tier.peak_native_bytes > 0 {
+                let profile = ephemera_storage::Profile {
+                    u_max: tier.peak_native_bytes,
+                    f_max: tier.largest_file_bytes,
+                    measured: true,
+                };
+                if let Err(e) = self.set_profile(&function, profile).await {
+                    tracing::warn!(function = %key, error = %e, "could not record the first invocation's profile");
+                }
+            }
+        }
         Ok(pb::InvokeReply {
             invocation_id,
             node_id,
@@ -388,8 +480,8 @@ impl Controller {
             .get(addr)
             .map_err(|e| unreachable(e.to_string()))?;
         let mut client = AgentClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+            .max_decoding_message_size(96 << 20)
+            .max_encoding_message_size(96 << 20);
         let timeout = Duration::from_millis(function.timeout_ms.max(1)) + Duration::from_secs(30);
         let mut request = pb::RunRequest {
             invocation_id: invocation_id.to_string(),

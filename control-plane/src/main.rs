@@ -12,6 +12,7 @@ use ephemera_control_plane::cli::{self, DEFAULT_ENDPOINT};
 use ephemera_control_plane::dev::{self, DevConfig};
 use ephemera_control_plane::server::{self, ControllerConfig};
 use ephemera_control_plane::{artifacts, bench, size};
+use ephemera_node_agent::{RuntimeKind, SharingScope};
 use ephemera_storage::Policy;
 use tokio::sync::watch;
 
@@ -31,6 +32,20 @@ struct Args {
 
 fn parse_size(s: &str) -> Result<u64, String> {
     size::parse_size(s)
+}
+
+fn parse_runtime(s: &str) -> Result<RuntimeKind, String> {
+    match s {
+        "process" => Ok(RuntimeKind::Process),
+        "docker" => Ok(RuntimeKind::Docker),
+        _ => Err(format!("unknown runtime {s:?}: use process or docker")),
+    }
+}
+
+fn parse_sharing(s: &str) -> Result<SharingScope, String> {
+    SharingScope::parse(s).ok_or_else(|| {
+        format!("unknown sharing scope {s:?}: use none, function, workflow or tenant")
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +115,18 @@ enum Cmd {
         /// Memory this node offers.
         #[arg(long, value_parser = parse_size)]
         memory: u64,
+        /// How instances run: `process` (a child in a memory cgroup) or `docker`.
+        #[arg(long, default_value = "process", value_parser = parse_runtime)]
+        runtime: RuntimeKind,
+        /// Which instances of a tenant share memory: none, function, workflow, tenant.
+        #[arg(long, default_value = "tenant", value_parser = parse_sharing)]
+        sharing: SharingScope,
+        /// Seconds a warm instance may stay idle before it is stopped.
+        #[arg(long, default_value_t = 600)]
+        idle_timeout_secs: u64,
+        /// Network mode of instance containers (docker runtime).
+        #[arg(long, default_value = "none")]
+        docker_network: String,
     },
     /// Manage functions.
     Fn {
@@ -135,6 +162,24 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// Committed placements per second through local controller processes.
+    Placements {
+        /// Controllers in the Raft group.
+        #[arg(long, default_value_t = 3)]
+        controllers: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Placement policies: replay a trace, or time decisions on synthetic clusters.
     Scheduler {
         /// Placement policy: feature-aware, pairing or most-free.
@@ -248,6 +293,11 @@ fn parse_members(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // Client commands printing into a closed pipe (`ephemera status | head`)
+    // should end quietly, as other Unix tools do.
+    // SAFETY: restoring the default SIGPIPE disposition before any thread
+    // or I/O starts has no memory-safety impact.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let server = matches!(
         args.command,
         Cmd::Dev { .. } | Cmd::Controller { .. } | Cmd::Agent { .. }
@@ -328,6 +378,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             controller,
             data_dir,
             memory,
+            runtime,
+            sharing,
+            idle_timeout_secs,
+            docker_network,
         } => {
             let stop = stop_signal()?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -347,6 +401,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 artifacts::proxy_bin()?,
             );
             config.intercept_lib = artifacts::intercept_lib();
+            config.runtime = runtime;
+            config.sharing = sharing;
+            config.idle_timeout = Duration::from_secs(idle_timeout_secs.max(1));
+            config.docker_network = docker_network;
             ephemera_node_agent::run(config, listener, stopped(stop)).await
         }
         Cmd::Fn { command } => match command {
@@ -384,6 +442,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             details,
         } => cli::invoke(endpoint, &function, input.as_deref(), details).await,
         Cmd::Bench { command } => match command {
+            BenchCmd::Placements {
+                controllers,
+                clients,
+                seconds,
+                nodes,
+                json,
+            } => {
+                let cfg = bench::placements::PlacementBench {
+                    controllers,
+                    clients,
+                    duration: Duration::from_secs(seconds),
+                    nodes,
+                };
+                bench::placements::run(cfg, json).await
+            }
             BenchCmd::Scheduler {
                 policy,
                 nodes,

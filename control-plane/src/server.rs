@@ -89,7 +89,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let live = tokio::spawn(liveness::run(controller.clone(), stop_rx));
     let api = Api::new(controller.clone());
-    let raft_rpc = RaftRpc::new(controller.node.raft.clone());
+    let raft_rpc = RaftRpc::new(controller.node.clone());
     let result = tonic::transport::Server::builder()
         .add_service(
             ControllerServer::new(api.clone())

@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Which instances of a tenant may share memory.
     pub sharing: SharingScope,
+    /// Network mode of instance containers (docker runtime only).
+    pub docker_network: String,
 }
 
 impl AgentConfig {
@@ -92,6 +94,7 @@ impl AgentConfig {
             idle_timeout: Duration::from_secs(600),
             heartbeat_interval: Duration::from_secs(1),
             sharing: SharingScope::Tenant,
+            docker_network: "none".into(),
         }
     }
 

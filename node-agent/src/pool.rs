@@ -230,15 +230,26 @@ impl Pool {
     }
 
     fn tracked(&mut self, f: impl FnOnce(&mut Pool)) -> Vec<Change> {
-        let before: BTreeMap<String, u64> = self
-            .entries
-            .iter()
-            .map(|(k, e)| (k.clone(), e.current))
-            .collect();
+        // Snapshot without allocating keys: entries keep their order unless
+        // one is removed, which only `terminate` does (slow path).
+        let before: Vec<u64> = self.entries.values().map(|e| e.current).collect();
         f(self);
+        if self.entries.len() == before.len() {
+            return self
+                .entries
+                .iter()
+                .zip(before)
+                .filter(|((_, e), old)| e.current != *old)
+                .map(|((k, e), _)| Change {
+                    id: k.clone(),
+                    limit: e.current,
+                })
+                .collect();
+        }
+        // An entry left (terminate): report every remaining limit; applying
+        // an unchanged one is a no-op for the actor.
         self.entries
             .iter()
-            .filter(|(k, e)| before.get(*k) != Some(&e.current))
             .map(|(k, e)| Change {
                 id: k.clone(),
                 limit: e.current,
@@ -379,6 +390,43 @@ impl Pool {
     }
 }
 
+/// Mean time of one pool decision (an `Invoke` or a `Result`) with
+/// `instances` instances of one tenant, half lenders and half borrowers, all
+/// running: the thesis's "decision time per event" (§5.5). For benches.
+pub fn decision_time(instances: usize, rounds: usize) -> std::time::Duration {
+    const MB: u64 = 1 << 20;
+    let mut pool = Pool::new(SharingScope::Tenant);
+    let ids: Vec<String> = (0..instances.max(1)).map(|i| format!("i{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let (initial, u, f) = if i % 2 == 0 {
+            (300 * MB, 10 * MB, 0)
+        } else {
+            (150 * MB, 10 * MB, 240 * MB)
+        };
+        pool.init(
+            id,
+            Member {
+                function: format!("f{}", i % 2),
+                workflow: String::new(),
+                initial,
+                profile: Some(Profile { u_max: u, f_max: f }),
+            },
+        );
+    }
+    let none = |_: &str| None;
+    // Everyone but the last runs; the last one comes and goes.
+    for id in &ids[..ids.len() - 1] {
+        pool.invoke(id, &none);
+    }
+    let last = &ids[ids.len() - 1];
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(pool.invoke(last, &none));
+        std::hint::black_box(pool.result(last, &none));
+    }
+    start.elapsed() / (2 * rounds.max(1)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,6 +495,16 @@ mod tests {
         p.invoke("io", &usage);
         assert_eq!(p.entries["cpu"].current, 90 * MB);
         assert_eq!(p.entries["io"].current, 110 * MB);
+    }
+
+    #[test]
+    fn decision_time_is_measured() {
+        for n in [1, 10] {
+            let t = decision_time(n, 2000);
+            eprintln!("pool decision time with {n} instances: {t:?} per event");
+            // A loose bound for unoptimised test builds on a shared machine.
+            assert!(t < std::time::Duration::from_millis(1), "{n}: {t:?}");
+        }
     }
 
     #[test]

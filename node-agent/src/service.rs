@@ -28,6 +28,7 @@ use crate::config::{AgentConfig, RuntimeKind, SharingScope};
 use crate::ledger::Ledger;
 use crate::registry::{self, Registration};
 use crate::runtime::cgroup::Driver;
+use crate::runtime::docker::{self, DockerOptions, DockerRuntime};
 use crate::runtime::process::{ProcessOptions, ProcessRuntime};
 use crate::runtime::{Activation, InstanceSpec, RunError, Runtime};
 use crate::tenant::{RunOutcome, TenantConfig, TenantError, TenantHandle, DEFAULT_TIMEOUT};
@@ -466,6 +467,10 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Absolute paths: they are handed to proxies (and mounted in containers).
+    let mut config = config;
+    config.data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("resolving {}", config.data_dir.display()))?;
     let data = &config.data_dir;
     let instances_dir = data.join("instances");
     let bin_dir = data.join("bin");
@@ -516,7 +521,24 @@ pub async fn run(
             (Arc::new(rt), Some(driver))
         }
         RuntimeKind::Docker => {
-            anyhow::bail!("the docker runtime is not implemented yet; use the process runtime")
+            let rt = DockerRuntime::connect(DockerOptions {
+                paths: ProcessOptions {
+                    instances_dir,
+                    proxy_bin: config.proxy_bin.clone(),
+                    intercept_lib,
+                    bin_dir: Some(bin_dir),
+                },
+                image: docker::DEFAULT_IMAGE.to_string(),
+                network: config.docker_network.clone(),
+                owner: config.cgroup_name(),
+            })?;
+            if !rt.available().await {
+                anyhow::bail!(
+                    "the docker runtime is configured but the docker engine does not answer"
+                );
+            }
+            rt.remove_stale().await;
+            (Arc::new(rt), None)
         }
     };
 

@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use ephemera_control_block::{Counters, Mode};
 use ephemera_proto::v1::{FunctionSpec, InstanceStatus};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::config::SharingScope;
 use crate::ledger::Ledger;
-use crate::pool::{Member, Pool, Profile};
+use crate::pool::{Class, Member, Pool, Profile};
 use crate::runtime::{Activation, Instance, InstanceSpec, Limits, RunError, Runtime, RuntimeError};
 
 /// Default per-invocation timeout when the function has none.
@@ -84,6 +85,8 @@ struct Job {
     activation: Activation,
     /// Where the answer goes.
     reply: oneshot::Sender<Result<RunOutcome, TenantError>>,
+    /// The caller's span: the instance run is traced under it.
+    span: tracing::Span,
 }
 
 /// What the actor handles.
@@ -99,6 +102,8 @@ enum Msg {
         activation: Activation,
         /// The caller.
         reply: oneshot::Sender<Result<RunOutcome, TenantError>>,
+        /// The caller's span.
+        span: tracing::Span,
     },
     /// List instances.
     Status {
@@ -199,6 +204,7 @@ impl TenantHandle {
                 code_dir,
                 activation,
                 reply,
+                span: tracing::Span::current(),
             })
             .map_err(|_| TenantError::ShuttingDown)?;
         rx.await.map_err(|_| TenantError::ShuttingDown)?
@@ -313,13 +319,18 @@ impl TenantActor {
                 code_dir,
                 activation,
                 reply,
+                span,
             } => {
                 if self.shutting_down.is_some() {
                     let _ = reply.send(Err(TenantError::ShuttingDown));
                     return;
                 }
-                self.dispatch(*function, code_dir, Job { activation, reply })
-                    .await;
+                let job = Job {
+                    activation,
+                    reply,
+                    span,
+                };
+                self.dispatch(*function, code_dir, job).await;
             }
             Msg::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -365,9 +376,13 @@ impl TenantActor {
             let first = slot.queued == 1 && slot.started.is_some();
             if first {
                 // Loans are in place before the job can start.
-                self.memory_event(Event::Invoke(id.clone())).await;
+                let span = tracing::info_span!(parent: &job.span, "reallocate", instance = %id);
+                self.memory_event(Event::Invoke(id.clone()))
+                    .instrument(span)
+                    .await;
             }
             let Some(slot) = self.instances.get_mut(&id) else {
+                let _ = job.reply.send(Err(TenantError::ShuttingDown));
                 return;
             };
             match slot.jobs.send(job) {
@@ -565,10 +580,21 @@ impl TenantActor {
     /// Feeds one event to the pool (pure decision + ledger write); true when
     /// some limit changed.
     fn pool_event(&mut self, ev: Event) -> bool {
+        // Only a possible lender's usage matters (it bounds its surplus):
+        // read just those cgroups, not every instance's.
+        let subject = match &ev {
+            Event::Invoke(id) | Event::Result(id) | Event::Safeguard(id) | Event::Terminate(id) => {
+                id.clone()
+            }
+        };
         let usage: BTreeMap<String, u64> = self
-            .instances
-            .keys()
-            .filter_map(|id| self.usage_of(id).map(|u| (id.clone(), u)))
+            .pool
+            .entries
+            .iter()
+            .filter(|(id, e)| {
+                **id == subject || (e.busy && e.harvestable && e.class() == Class::Harvest)
+            })
+            .filter_map(|(id, _)| self.usage_of(id).map(|u| (id.clone(), u)))
             .collect();
         let usage = |id: &str| usage.get(id).copied();
         let t0 = Instant::now();
@@ -788,7 +814,9 @@ async fn worker(
             },
         };
         let res = tokio::select! {
-            r = instance.run(job.activation.clone()) => r,
+            r = instance
+                .run(job.activation.clone())
+                .instrument(tracing::info_span!(parent: &job.span, "instance_run", instance = %id, launcher_pid)) => r,
             _ = &mut kill => Err(RunError::Stopped),
         };
         let dead = res.as_ref().err().is_some_and(RunError::instance_dead);

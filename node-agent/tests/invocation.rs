@@ -46,7 +46,8 @@ def main(args):
     return {"ok": True, "pid": os.getpid()}
 
 def lambda_style(event, context):
-    return {"event": event, "name": context.function_name, "left": context.get_remaining_time_in_millis() > 0}
+    return {"event": event, "name": context.function_name, "left": context.get_remaining_time_in_millis() > 0,
+            "mb": context.memory_limit_in_mb, "id": context.aws_request_id}
 "#;
 
 const NON_JSON_LAUNCHER: &str = r#"while read line; do case "$line" in *bad*) echo "this is not json at all" >&3;; *) echo '{"fine": true}' >&3;; esac; done"#;
@@ -228,6 +229,8 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
     assert_eq!(v["event"]["k"], 1);
     assert_eq!(v["name"], "acme/lambda");
     assert_eq!(v["left"], true);
+    assert_eq!(v["mb"], 128);
+    assert!(!v["id"].as_str().unwrap_or("").is_empty(), "{v}");
 
     // A launcher that prints non-JSON on fd 3: an error quoting it; it stays.
     let (sh_code, sh_digest) = code_of(&[("README", "shell launcher")]);
@@ -324,6 +327,46 @@ async fn idle_instances_are_stopped() {
     let again = invoke(&mut agent.client, &f, &code, "{}")
         .await
         .expect("cold start again");
+    assert_ne!(again.launcher_pid, ok.launcher_pid);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_killed_instance_is_reported_and_replaced() {
+    if !std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        eprintln!("\n!!! no cgroup v1 memory controller: SKIPPING the OOM test !!!\n");
+        return;
+    }
+    let mut agent = TestAgent::start("test-oom", Duration::from_secs(600)).await;
+    let (code, digest) = code_of(&[(
+        "main.py",
+        r#"
+def main(args):
+    hog = bytearray(args.get("mb", 0) << 20)
+    for i in range(0, len(hog), 4096):
+        hog[i] = 1
+    return {"held": len(hog)}
+"#,
+    )]);
+    let f = function("acme", "hog", "ephemera-python main.py", &digest, 64 * MIB);
+    let c = &mut agent.client;
+    let ok = invoke(c, &f, &code, r#"{"mb": 8}"#)
+        .await
+        .expect("small run");
+    let e = invoke(c, &f, &code, r#"{"mb": 256}"#).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e}");
+    // `/bin/sh -c` reports its killed child as status 137; a launcher that
+    // is the function's process itself shows signal 9.
+    assert!(
+        e.message().contains("launcher exited with signal 9")
+            || e.message().contains("launcher exited with status 137"),
+        "{e}"
+    );
+    assert!(e.message().contains("OOM-killed"), "{e}");
+    wait_gone(ok.launcher_pid, Duration::from_secs(5)).await;
+    let again = invoke(c, &f, &code, r#"{"mb": 8}"#)
+        .await
+        .expect("replaced instance");
     assert_ne!(again.launcher_pid, ok.launcher_pid);
     agent.stop().await;
 }

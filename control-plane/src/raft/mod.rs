@@ -5,6 +5,7 @@
 //! - `network`: outgoing RPCs (openraft's network traits over gRPC).
 //! - `service`: incoming RPCs (the `RaftService` server).
 
+mod batch;
 mod network;
 mod service;
 
@@ -22,7 +23,7 @@ pub use network::{ChannelPool, GrpcNetwork};
 pub use service::RaftRpc;
 
 /// Why a command was not committed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// No leader is known yet (an election is under way).
     #[error("no Raft leader is known yet; retry shortly")]
@@ -73,6 +74,8 @@ pub struct RaftNode {
     /// The applied cluster state (read-only for everyone but the state machine).
     pub state: Arc<RwLock<ClusterState>>,
     pool: ChannelPool,
+    /// Queue of the group-commit writer (see `batch`).
+    writes: tokio::sync::mpsc::Sender<batch::Pending>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -116,11 +119,22 @@ impl RaftNode {
         )
         .await
         .context("starting Raft")?;
+        let (writes, queue) = tokio::sync::mpsc::channel(4096);
+        let proposer = Proposer {
+            raft: raft.clone(),
+            pool: pool.clone(),
+        };
+        // The writer ends when the last RaftNode (the last sender) is dropped.
+        tokio::spawn(batch::run(queue, move |cmd| {
+            let proposer = proposer.clone();
+            async move { proposer.propose(cmd).await }
+        }));
         Ok(RaftNode {
             id,
             raft,
             state,
             pool,
+            writes,
         })
     }
 
@@ -178,49 +192,16 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
-    /// Commits `cmd` (forwarding to the leader if needed) and returns its response.
+    /// Commits `cmd` (forwarding to the leader if needed) and returns its
+    /// response. Concurrent writes share Raft entries (group commit).
     pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
-        match self.raft.client_write(cmd.clone()).await {
-            Ok(reply) => Ok(reply.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                let (leader, node) = match (fwd.leader_id, fwd.leader_node) {
-                    (Some(id), Some(node)) => (id, node),
-                    _ => return Err(WriteError::NoLeader),
-                };
-                self.forward(leader, &node.addr, &cmd).await
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
-        }
-    }
-
-    async fn forward(
-        &self,
-        leader: NodeId,
-        addr: &str,
-        cmd: &Command,
-    ) -> Result<Response, WriteError> {
-        let fail = |reason: String| WriteError::Forward {
-            leader,
-            addr: addr.to_string(),
-            reason,
-        };
-        let data = serde_json::to_vec(cmd).map_err(|e| fail(e.to_string()))?;
-        let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
-        let mut client = RaftServiceClient::new(channel);
-        let reply = client
-            .client_write(RaftPayload { data })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writes
+            .send((cmd, tx))
             .await
-            .map_err(|s| fail(s.message().to_string()))?;
-        let result: Result<Response, RaftError<NodeId, ClientWriteError<NodeId, Node>>> =
-            serde_json::from_slice(&reply.into_inner().data).map_err(|e| fail(e.to_string()))?;
-        match result {
-            Ok(resp) => Ok(resp),
-            // Leadership moved again while forwarding: the caller retries.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(WriteError::NoLeader)
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
-        }
+            .map_err(|_| WriteError::Raft("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Raft("the writer has stopped".into()))?
     }
 
     /// Waits until this member has applied everything the leader had
@@ -278,6 +259,62 @@ impl RaftNode {
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// The half of a member that proposes commands: what the group-commit writer
+/// needs, without holding the writer's own queue open.
+#[derive(Clone)]
+struct Proposer {
+    raft: Raft,
+    pool: ChannelPool,
+}
+
+impl Proposer {
+    /// Proposes one command (possibly a batch) now, forwarding to the leader
+    /// when this member does not lead.
+    async fn propose(&self, cmd: Command) -> Result<Response, WriteError> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(reply) => Ok(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                let (leader, node) = match (fwd.leader_id, fwd.leader_node) {
+                    (Some(id), Some(node)) => (id, node),
+                    _ => return Err(WriteError::NoLeader),
+                };
+                self.forward(leader, &node.addr, &cmd).await
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        cmd: &Command,
+    ) -> Result<Response, WriteError> {
+        let fail = |reason: String| WriteError::Forward {
+            leader,
+            addr: addr.to_string(),
+            reason,
+        };
+        let data = serde_json::to_vec(cmd).map_err(|e| fail(e.to_string()))?;
+        let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
+        let mut client = RaftServiceClient::new(channel);
+        let reply = client
+            .client_write(RaftPayload { data })
+            .await
+            .map_err(|s| fail(s.message().to_string()))?;
+        let result: Result<Response, RaftError<NodeId, ClientWriteError<NodeId, Node>>> =
+            serde_json::from_slice(&reply.into_inner().data).map_err(|e| fail(e.to_string()))?;
+        match result {
+            Ok(resp) => Ok(resp),
+            // Leadership moved again while forwarding: the caller retries.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(WriteError::NoLeader)
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
         }
     }
 }

@@ -5,6 +5,8 @@
 use ephemera_proto::raft::raft_service_server::RaftService;
 use ephemera_proto::raft::RaftPayload;
 use ephemera_storage::{Command, Raft};
+
+use super::RaftNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -13,12 +15,16 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct RaftRpc {
     raft: Raft,
+    node: RaftNode,
 }
 
 impl RaftRpc {
-    /// Serves `raft`.
-    pub fn new(raft: Raft) -> Self {
-        RaftRpc { raft }
+    /// Serves `node`'s Raft member.
+    pub fn new(node: RaftNode) -> Self {
+        RaftRpc {
+            raft: node.raft.clone(),
+            node,
+        }
     }
 }
 
@@ -61,7 +67,15 @@ impl RaftService for RaftRpc {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let cmd: Command = decode(req)?;
-        let result = self.raft.client_write(cmd).await.map(|r| r.data);
+        let result = match cmd {
+            // A follower's batch is already one entry's worth.
+            Command::Batch { .. } => self.raft.client_write(cmd).await.map(|r| r.data),
+            // Single forwarded commands join the leader's own group commit.
+            cmd => match self.node.write(cmd).await {
+                Ok(resp) => Ok(resp),
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            },
+        };
         encode(&result)
     }
 

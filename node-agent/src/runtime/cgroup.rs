@@ -213,6 +213,53 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
+    /// The cgroup a process is in (for containers a runtime created), from
+    /// `/proc/<pid>/cgroup`: the v1 memory controller's, else the v2 one.
+    pub fn of_pid(pid: u32) -> Option<Cgroup> {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let mut v2 = None;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let path = path.trim_start_matches('/');
+            if ctrls.split(',').any(|c| c == "memory") {
+                let dir = Path::new("/sys/fs/cgroup/memory").join(path);
+                return dir.is_dir().then(|| Cgroup {
+                    has_memsw: dir.join("memory.memsw.limit_in_bytes").exists(),
+                    path: dir,
+                    v2: false,
+                });
+            }
+            if ctrls.is_empty() {
+                v2 = Some(Path::new("/sys/fs/cgroup").join(path));
+            }
+        }
+        let dir = v2?;
+        dir.join("memory.max").exists().then_some(Cgroup {
+            path: dir,
+            v2: true,
+            has_memsw: false,
+        })
+    }
+
+    /// Times the kernel's OOM killer fired in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        fs::read_to_string(self.path.join(file))
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == "oom_kill").then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
+    }
+
     /// Its directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -6,10 +6,12 @@
 //! - [`Limits`]: the part of an instance the actor resizes and watches,
 //!   shareable while an activation runs.
 //! - [`process`]: a child `ephemera-proxy` in a fresh memory cgroup.
+//! - [`docker`]: the same proxy in a container on the host's docker engine.
 //! - [`cgroup`]: memory cgroups, v1 and v2.
 //! - [`fake`]: an in-memory runtime for unit tests of the actor.
 
 pub mod cgroup;
+pub mod docker;
 pub mod fake;
 pub mod process;
 

@@ -283,7 +283,17 @@ struct ProcessInstance {
 
 impl ProcessInstance {
     async fn run_inner(&mut self, act: Activation) -> Result<Output, RunError> {
+        let oom = |cg: Option<&Cgroup>| cg.map(Cgroup::oom_kills).unwrap_or(0) > 0;
         match run_activation(&mut self.client, act).await {
+            Err(RunError::Exited {
+                status,
+                stderr_tail,
+                idle,
+            }) if oom(self.limits.cgroup.as_ref()) => Err(RunError::Exited {
+                status: format!("{status} (OOM-killed: it exceeded its memory limit)"),
+                stderr_tail,
+                idle,
+            }),
             Err(RunError::Proxy(msg)) => {
                 let status = match self.child.try_wait() {
                     Ok(Some(st)) => format!(" (proxy exited with {st})"),

@@ -130,6 +130,18 @@ impl Drop for TestAgent {
             }
         }
         let _ = std::fs::remove_dir(&base);
+        // Containers of a docker-runtime agent.
+        let label = format!("label=ephemera.owner={}", self.cgroup);
+        if let Ok(out) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
+            }
+        }
     }
 }
 

@@ -1,7 +1,10 @@
-//! `ephemera bench scheduler`: the placement policies on their own, outside
-//! Raft. With a trace, replays it on a fresh cluster and prints where each
+//! `ephemera bench …`. `scheduler`: the placement policies on their own,
+//! outside Raft. With a trace, replays it on a fresh cluster and prints where each
 //! task went and each node's demand and allocation (thesis Table 5.3). Without
 //! one, times placement decisions on synthetic clusters of growing size.
+//! [`placements`]: committed placements per second through a Raft group.
+
+pub mod placements;
 
 use std::path::Path;
 use std::time::Instant;
@@ -212,12 +215,23 @@ pub fn time_decisions(policy: Policy, sizes: &[usize], as_json: bool) -> anyhow:
             });
         }
         let rounds = (200_000 / n).clamp(200, 20_000);
+        let tasks: Vec<(u64, u64)> = (0..rounds)
+            .map(|_| ((128 + next() % 512) * MIB, (next() % 800) * MIB))
+            .collect();
+        // The decision alone: what `Schedule` computes before it records the task.
+        let start = Instant::now();
+        let mut placeable = 0usize;
+        for &(t_lim, t_mem) in &tasks {
+            if std::hint::black_box(state.place(policy, t_lim, t_mem)).is_some() {
+                placeable += 1;
+            }
+        }
+        let decide = start.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+        // The whole state-machine cost: Schedule (decide and record), then Complete.
         let mut placed = 0u64;
         let start = Instant::now();
-        for i in 0..rounds {
+        for (i, &(t_lim, t_mem)) in tasks.iter().enumerate() {
             let id = format!("t-{i}");
-            let t_lim = (128 + next() % 512) * MIB;
-            let t_mem = (next() % 800) * MIB;
             if let Response::Placed { .. } = state.apply(&Command::Schedule {
                 invocation_id: id.clone(),
                 tenant: "bench".into(),
@@ -230,25 +244,30 @@ pub fn time_decisions(policy: Policy, sizes: &[usize], as_json: bool) -> anyhow:
             }
             state.apply(&Command::Complete { invocation_id: id });
         }
-        let per = start.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+        let apply = start.elapsed().as_secs_f64() * 1e6 / rounds as f64;
         state
             .check_invariants()
             .map_err(|e| anyhow::anyhow!("state invariant broken: {e}"))?;
-        rows.push(json!({"nodes": n, "rounds": rounds, "placed": placed, "us_per_schedule_complete": per}));
+        rows.push(json!({
+            "nodes": n, "rounds": rounds, "placeable": placeable, "placed": placed,
+            "us_per_decision": decide, "us_per_schedule_complete": apply,
+        }));
     }
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"policy": policy.to_string(), "results": rows}))?
-        );
+        let out = json!({"policy": policy.to_string(), "results": rows});
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("policy {policy}: time per placement (Schedule + Complete applied to the state machine)");
-        println!("{:>8} {:>8} {:>10}", "NODES", "ROUNDS", "µs/TASK");
+        println!("policy {policy}: µs per placement decision, and per Schedule + Complete applied");
+        println!(
+            "{:>8} {:>8} {:>12} {:>20}",
+            "NODES", "ROUNDS", "µs/DECISION", "µs/SCHEDULE+COMPLETE"
+        );
         for r in &rows {
             println!(
-                "{:>8} {:>8} {:>10.3}",
+                "{:>8} {:>8} {:>12.3} {:>20.3}",
                 r["nodes"],
                 r["rounds"],
+                r["us_per_decision"].as_f64().unwrap_or(0.0),
                 r["us_per_schedule_complete"].as_f64().unwrap_or(0.0)
             );
         }

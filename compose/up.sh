@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds the images (no registry), starts the cluster and waits until
+# `ephemera status` through 127.0.0.1:7101 shows a Raft leader and both agents
+# up. Rerunnable: an already-running cluster is left as is (compose recreates
+# only containers whose image or config changed).
+#
+#   ./up.sh                   build + start + wait
+#   EPHEMERA_NO_BUILD=1 ./up.sh   start with the images already built
+#   EPHEMERA_UP_TIMEOUT=180 ./up.sh   seconds to wait for the cluster (default 120)
+set -Eeuo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+project=ephemera
+endpoint="${EPHEMERA_UP_ENDPOINT:-http://127.0.0.1:7101}"
+timeout="${EPHEMERA_UP_TIMEOUT:-120}"
+data_root="${EPHEMERA_DATA_ROOT:-/var/lib/ephemera}"
+target_dir="${EPHEMERA_TARGET_DIR:-$(cd "$here/.." && pwd)/target-static}"
+nodes=(node-1 node-2)
+die() { echo "up: ERROR: $*" >&2; exit 1; }
+log() { echo "up: $*" >&2; }
+
+command -v docker-compose >/dev/null || die "docker-compose (v1) not found"
+t0=$SECONDS
+if [[ "${EPHEMERA_NO_BUILD:-0}" != 1 ]]; then
+    "$here/build-images.sh" || die "building the images failed"
+fi
+for img in "ephemera/ephemera:${EPHEMERA_TAG:-dev}" "${EPHEMERA_AGENT_IMAGE:-ephemera/agent-process:${EPHEMERA_TAG:-dev}}"; do
+    docker image inspect "$img" >/dev/null 2>&1 || die "image $img is missing: run ./build-images.sh"
+done
+
+# Agent data dirs live at the same path on the host and in the containers.
+for n in "${nodes[@]}"; do mkdir -p "$data_root/$n"; done
+
+t_up=$SECONDS
+log "starting the cluster (docker-compose -p $project up -d)"
+docker-compose -p "$project" up -d || die "docker-compose up failed; see: docker-compose -p $project logs"
+
+# The CLI: the static binary from the build, else the image over the host network.
+cli=("$target_dir/x86_64-unknown-linux-gnu/release/ephemera")
+[[ -x "${cli[0]}" ]] || cli=(docker run --rm --network host "ephemera/ephemera:${EPHEMERA_TAG:-dev}")
+
+ready() { # prints why not, or nothing when ready
+    local json c h
+    # Every container with a health check must pass it (after a restart the
+    # replicated node table may still say "up" for an agent that is not back yet).
+    for c in $(docker-compose -p "$project" ps -q); do
+        h="$(docker inspect -f '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$c")"
+        if [[ "$h" != *" healthy" ]]; then echo "container ${h#/}"; return 1; fi
+    done
+    json="$("${cli[@]}" --endpoint "$endpoint" status --json 2>&1)" || { echo "status: ${json##*$'\n'}"; return 1; }
+    python3 - "$json" "${nodes[@]}" <<'PY'
+import json, sys
+try:
+    s = json.loads(sys.argv[1])
+except ValueError:
+    print("unexpected status output: %s" % sys.argv[1][:200]); sys.exit(1)
+want = sys.argv[2:]
+up = {n["node_id"] for n in s.get("nodes", []) if n.get("up")}
+missing = [n for n in want if n not in up]
+if not s.get("leader_id"):
+    print("no leader yet"); sys.exit(1)
+if missing:
+    print("leader %s; agents not up yet: %s" % (s["leader_id"], ", ".join(missing))); sys.exit(1)
+PY
+}
+
+deadline=$((SECONDS + timeout))
+last=""
+while :; do
+    if why="$(ready)"; then break; fi
+    if [[ "$why" != "$last" ]]; then log "waiting: $why"; last="$why"; fi
+    for c in $(docker-compose -p "$project" ps -q); do
+        state="$(docker inspect -f '{{.Name}} {{.State.Status}} {{.State.ExitCode}}' "$c")"
+        case "$state" in
+            *" exited "*|*" dead "*) docker logs --tail 30 "$c" >&2 || true; die "container ${state%% *} stopped ($state)";;
+        esac
+    done
+    (( SECONDS < deadline )) || { docker-compose -p "$project" ps >&2; die "the cluster was not ready within ${timeout}s (last: $why); logs: docker-compose -p $project logs"; }
+    sleep 1
+done
+
+log "cluster ready in $((SECONDS - t_up))s (total $((SECONDS - t0))s including the build)"
+"${cli[@]}" --endpoint "$endpoint" status
+cat <<EOF
+
+  export EPHEMERA_ENDPOINT=$endpoint
+  stop with: $here/down.sh
+EOF

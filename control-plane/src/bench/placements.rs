@@ -1,0 +1,247 @@
+//! `ephemera bench placements`: committed placements per second through a
+//! real Raft group. Starts N controller processes (this binary) with durable
+//! storage on loopback, registers simulated nodes, deploys one function, then
+//! C concurrent clients each commit `Place` + `Release` pairs through all the
+//! controllers in turn (followers forward to the leader). Prints throughput
+//! and the latency of each `Place`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ephemera_proto::v1 as pb;
+use ephemera_proto::v1::controller_client::ControllerClient;
+use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
+use serde_json::json;
+use tonic::transport::Channel;
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct PlacementBench {
+    /// Controllers in the Raft group.
+    pub controllers: u64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Simulated nodes.
+    pub nodes: usize,
+}
+
+/// Controller processes that are killed and whose data is removed on drop.
+struct Group {
+    procs: Vec<std::process::Child>,
+    _data: tempfile::TempDir,
+    endpoints: Vec<String>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_group(n: u64) -> anyhow::Result<Group> {
+    let data = tempfile::tempdir().context("creating a temp dir for the controllers")?;
+    let exe = std::env::current_exe().context("locating the ephemera binary")?;
+    let addrs: BTreeMap<u64, String> = (1..=n)
+        .map(|id| Ok((id, format!("127.0.0.1:{}", free_port()?))))
+        .collect::<anyhow::Result<_>>()?;
+    let members: Vec<String> = addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
+    let mut procs = Vec::new();
+    for (id, addr) in &addrs {
+        let child = std::process::Command::new(&exe)
+            .args(["controller", "--id", &id.to_string(), "--listen", addr])
+            .arg("--data-dir")
+            .arg(data.path().join(format!("c{id}")))
+            .args([
+                "--bootstrap",
+                &members.join(","),
+                "--node-timeout-secs",
+                "3600",
+            ])
+            .env("EPHEMERA_LOG", "error,openraft=off")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting a controller process")?;
+        procs.push(child);
+    }
+    let endpoints = addrs.values().map(|a| format!("http://{a}")).collect();
+    Ok(Group {
+        procs,
+        _data: data,
+        endpoints,
+    })
+}
+
+async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+            .tcp_nodelay(true)
+            .connect()
+            .await?,
+    )
+}
+
+async fn wait_ready(group: &Group) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = Vec::new();
+        for e in &group.endpoints {
+            if let Ok(ch) = connect(e).await {
+                if let Ok(d) = ControllerClient::new(ch).dump(pb::DumpRequest {}).await {
+                    leaders.push(d.into_inner().leader_id);
+                }
+            }
+        }
+        if leaders.len() == group.endpoints.len()
+            && leaders[0] != 0
+            && leaders.iter().all(|l| *l == leaders[0])
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the controllers elected no leader within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
+    if cfg.controllers == 0 || cfg.clients == 0 || cfg.nodes == 0 {
+        anyhow::bail!("--controllers, --clients and --nodes must be at least 1");
+    }
+    let group = start_group(cfg.controllers)?;
+    wait_ready(&group).await?;
+    let first = connect(&group.endpoints[0]).await?;
+    let mut registry = NodeRegistryClient::new(first.clone());
+    for i in 1..=cfg.nodes {
+        registry
+            .register_node(pb::RegisterNodeRequest {
+                node_id: format!("sim-{i}"),
+                addr: format!("sim://{i}"),
+                memory_bytes: 1 << 50,
+            })
+            .await
+            .context("registering a simulated node")?;
+    }
+    let spec = pb::FunctionSpec {
+        tenant: "bench".into(),
+        name: "f".into(),
+        cmd: "true".into(),
+        memory_bytes: 128 << 20,
+        ..Default::default()
+    };
+    let code = vec![pb::CodeFile {
+        path: "f".into(),
+        mode: 0o644,
+        data: b"x".to_vec(),
+    }];
+    ControllerClient::new(first)
+        .deploy_function(pb::DeployRequest {
+            spec: Some(spec),
+            code,
+        })
+        .await
+        .context("deploying the bench function")?;
+
+    let mut channels = Vec::new();
+    for e in &group.endpoints {
+        channels.push(connect(e).await?);
+    }
+    let deadline = Instant::now() + cfg.duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..cfg.clients {
+        let channel = channels[c % channels.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = ControllerClient::new(channel);
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let id = format!("c{c}-{i}");
+                i += 1;
+                let t = Instant::now();
+                let placed = client
+                    .place(pb::PlaceRequest {
+                        tenant: "bench".into(),
+                        name: "f".into(),
+                        invocation_id: id.clone(),
+                    })
+                    .await;
+                if placed.is_err() {
+                    errors += 1;
+                    continue;
+                }
+                latencies.push(t.elapsed());
+                if client
+                    .release(pb::ReleaseRequest { invocation_id: id })
+                    .await
+                    .is_err()
+                {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.context("a bench client failed")?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let placements = latencies.len() as f64;
+    // Every placement is two committed commands: Schedule and Complete.
+    let out = json!({
+        "controllers": cfg.controllers,
+        "clients": cfg.clients,
+        "seconds": elapsed,
+        "placements": latencies.len(),
+        "placements_per_sec": placements / elapsed,
+        "commands_per_sec": 2.0 * placements / elapsed,
+        "place_p50_ms": percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        "place_p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        "errors": errors,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} controllers (sled, fsync), {} clients, {:.1} s: {} placements = {:.0} placements/s ({:.0} commits/s); Place latency p50 {:.2} ms, p99 {:.2} ms; {} errors",
+            cfg.controllers,
+            cfg.clients,
+            elapsed,
+            latencies.len(),
+            placements / elapsed,
+            2.0 * placements / elapsed,
+            out["place_p50_ms"].as_f64().unwrap_or(0.0),
+            out["place_p99_ms"].as_f64().unwrap_or(0.0),
+            errors
+        );
+    }
+    drop(group);
+    Ok(())
+}

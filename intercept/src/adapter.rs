@@ -1,0 +1,262 @@
+//! The memory adapter: the placement budget, and a background thread that
+//! watches the instance's memory against the current limit.
+//!
+//! The limit is read live every time (the control block's `MemLimit`, which
+//! the node agent rewrites when it resizes the instance; else
+//! `EPHEMERA_MEM_LIMIT`; else the cgroup's own limit), so the tier adapts
+//! when the limit changes at run time. The thread samples `/proc/self/statm`
+//! and the cgroup's usage (`memory.current` on v2, `memory.usage_in_bytes`
+//! on v1), records the peak in `PeakNative`, raises `Safeguard` near the
+//! limit and, in adaptive mode, evicts: closed retained files first (least
+//! recently used: msync, `MADV_PAGEOUT`, munmap), open files only when that
+//! is not enough (handed to the kernel path intact, then
+//! `posix_fadvise(DONTNEED)`). It starts lazily, on the first file mapped
+//! while a limit or a control block exists, and is restarted in a fork
+//! child on demand.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ephemera_control_block::{Mode, Slot};
+
+use crate::{control, sys, tier};
+
+/// How often the thread samples memory use.
+const PERIOD: Duration = Duration::from_millis(20);
+/// Safeguard and eviction start above this share of the limit (percent).
+const HIGH_PCT: u64 = 90;
+/// Eviction stops below this share of the limit (percent).
+const LOW_PCT: u64 = 80;
+/// Evictions per sample at most (bounds lock hold time).
+const MAX_EVICT_PER_TICK: usize = 64;
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// The cgroup limit found at start-up (0 = none readable); see [`cgroup`].
+static CGROUP_LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes mapped now: the control block's gauge when shared, else ours.
+fn mapped() -> u64 {
+    control::shared(Slot::MappedBytes).unwrap_or_else(|| control::local(Slot::MappedBytes))
+}
+
+/// The limit in force (0 = unlimited).
+pub fn limit() -> u64 {
+    match control::mem_limit() {
+        0 => CGROUP_LIMIT.load(Ordering::Relaxed),
+        v => v,
+    }
+}
+
+/// Whether a file of `size` bytes may be placed in memory (adaptive mode).
+pub fn fits(size: u64) -> bool {
+    let limit = limit();
+    limit == 0 || mapped().saturating_add(size) <= limit
+}
+
+/// Whether a mapped file may grow from `old` to `new` bytes; beyond the
+/// budget it moves to the kernel path (adaptive mode).
+pub fn may_grow(old: u64, new: u64) -> bool {
+    if new <= old || control::mode() == Mode::Memory {
+        return true;
+    }
+    let limit = limit();
+    limit == 0 || mapped().saturating_add(new - old) <= limit
+}
+
+/// Whether a closed file may stay mapped for a reopen.
+pub fn may_retain() -> bool {
+    if control::mode() == Mode::Disk {
+        return false;
+    }
+    let limit = limit();
+    limit == 0 || mapped() <= limit / 100 * LOW_PCT
+}
+
+/// Paths of the cgroup's usage and limit files, found once.
+struct Cgroup {
+    usage: Option<std::path::PathBuf>,
+}
+
+fn cgroup() -> &'static Cgroup {
+    static CG: OnceLock<Cgroup> = OnceLock::new();
+    CG.get_or_init(|| {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mut usage = None;
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctrl, path) = (
+                parts.next(),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or("/"),
+            );
+            let rel = path.trim_start_matches('/');
+            let (dirs, use_name, lim_name) = if ctrl.is_empty() {
+                (
+                    [
+                        format!("/sys/fs/cgroup/{rel}"),
+                        "/sys/fs/cgroup".to_string(),
+                    ],
+                    "memory.current",
+                    "memory.max",
+                )
+            } else if ctrl.split(',').any(|c| c == "memory") {
+                (
+                    [
+                        format!("/sys/fs/cgroup/memory/{rel}"),
+                        "/sys/fs/cgroup/memory".to_string(),
+                    ],
+                    "memory.usage_in_bytes",
+                    "memory.limit_in_bytes",
+                )
+            } else {
+                continue;
+            };
+            for d in dirs {
+                let u = std::path::Path::new(&d).join(use_name);
+                if u.exists() {
+                    let lim = read_u64(&std::path::Path::new(&d).join(lim_name)).unwrap_or(0);
+                    // v1 reports "no limit" as a huge page-rounded number.
+                    if lim > 0 && lim < (1 << 60) {
+                        CGROUP_LIMIT.store(lim, Ordering::Relaxed);
+                    }
+                    usage = Some(u);
+                    break;
+                }
+            }
+            if usage.is_some() {
+                break;
+            }
+        }
+        Cgroup { usage }
+    })
+}
+
+fn read_u64(p: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Resident set size of this process in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
+}
+
+/// Starts the adapter thread once, if there is anything to adapt to.
+pub fn ensure_started() {
+    if STARTED.load(Ordering::Relaxed) {
+        return;
+    }
+    if control::shared(Slot::Magic).is_none() && limit() == 0 {
+        // Reading the cgroup limit is a few syscalls; do it once here.
+        let _ = cgroup();
+        if limit() == 0 {
+            return;
+        }
+    }
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("ephemera-adapter".into())
+        .stack_size(64 << 10)
+        .spawn(run);
+    if spawned.is_err() {
+        STARTED.store(false, Ordering::Release);
+    }
+}
+
+/// Memory pressure now: the process's resident set against the limit in
+/// force, and the cgroup's usage against the cgroup's own limit (the whole
+/// instance, page cache included). Returns `(used, allowed)` of the tighter.
+fn pressure() -> (u64, u64) {
+    let resident = rss();
+    control::max(Slot::PeakNative, resident);
+    let mut worst = (resident, limit());
+    let cg_limit = CGROUP_LIMIT.load(Ordering::Relaxed);
+    if cg_limit > 0 {
+        if let Some(used) = cgroup().usage.as_deref().and_then(read_u64) {
+            let ratio = |(u, l): (u64, u64)| u.saturating_mul(1000).checked_div(l).unwrap_or(0);
+            if ratio((used, cg_limit)) > ratio(worst) {
+                worst = (used, cg_limit);
+            }
+        }
+    }
+    worst
+}
+
+/// One sample: records the peak, raises the safeguard near the limit and,
+/// in adaptive mode, evicts. Returns true when above the high-water mark.
+pub fn sample() -> bool {
+    let (used, allowed) = pressure();
+    if allowed == 0 || used < allowed / 100 * HIGH_PCT {
+        return false;
+    }
+    let raised =
+        control::shared(Slot::Safeguard).unwrap_or_else(|| control::local(Slot::Safeguard));
+    if raised != 1 {
+        control::set(Slot::Safeguard, 1);
+        control::add(Slot::SafeguardRaised, 1);
+    }
+    if control::mode() == Mode::Adaptive {
+        evict_until();
+    }
+    true
+}
+
+/// Evicts retained files, then open ones, until pressure falls below the
+/// low-water mark.
+fn evict_until() {
+    for _ in 0..MAX_EVICT_PER_TICK {
+        let (used, allowed) = pressure();
+        if used < allowed / 100 * LOW_PCT {
+            return;
+        }
+        let detached = tier::lock().evict_retained();
+        if let Some(d) = detached {
+            crate::mapping::release(d);
+            continue;
+        }
+        let fd = tier::lock().evict_open();
+        match fd {
+            Some(fd) => {
+                sys::fsync(fd, true);
+                sys::fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
+            }
+            None => return,
+        }
+    }
+}
+
+fn run() {
+    loop {
+        std::thread::sleep(PERIOD);
+        crate::guard((), || {
+            sample();
+        });
+    }
+}
+
+/// Records this process's peak resident set (`ru_maxrss`) in `PeakNative`:
+/// called at exit, so every process of the instance contributes even if the
+/// adapter thread never ran in it.
+pub fn record_peak() {
+    // SAFETY: all-zero is a valid `rusage`.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is writable.
+    if unsafe { libc::syscall(libc::SYS_getrusage, libc::RUSAGE_SELF, &mut ru) } == 0 {
+        control::max(Slot::PeakNative, (ru.ru_maxrss.max(0) as u64) * 1024);
+    }
+}
+
+/// In a fork child the thread is gone: allow a restart.
+pub fn after_fork_child() {
+    STARTED.store(false, Ordering::Release);
+}
