@@ -4,6 +4,9 @@
 //!
 //! - [`binary`]: the `ephemera` binary built by `cargo build`.
 //! - [`Controllers`]: a set of controller processes forming one Raft group.
+//! - [`compose`]: the docker-compose cluster (`compose/`), for fault tests.
+
+pub mod compose;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -14,6 +17,19 @@ use std::time::{Duration, Instant};
 use ephemera_proto::v1::controller_client::ControllerClient;
 use ephemera_proto::v1::{DumpReply, DumpRequest};
 use tonic::transport::Channel;
+
+/// The admin token the test controllers are started with.
+pub const ADMIN_TOKEN: &str = "cluster-tests-admin-token";
+
+/// `msg` as a request carrying the admin token.
+pub fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    let value = format!("Bearer {ADMIN_TOKEN}")
+        .parse()
+        .expect("ascii token");
+    req.metadata_mut().insert("authorization", value);
+    req
+}
 
 /// The `ephemera` binary next to this test's target directory.
 pub fn binary(name: &str) -> PathBuf {
@@ -29,12 +45,29 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// `n` distinct free loopback ports for servers that must know their
+/// addresses before they start. They come from below the kernel's ephemeral
+/// range (which outgoing connections draw from, so a port freed by a killed
+/// server is not taken by a client before the server restarts), and every
+/// candidate stays bound until all `n` are chosen, so none is handed out twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread concurrent test binaries over the range by pid.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    let mut held = Vec::new();
+    let mut tries = 0u32;
+    while held.len() < n {
+        tries += 1;
+        assert!(tries < 20_000, "no free loopback ports below 32768");
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    held.iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
@@ -68,8 +101,10 @@ pub struct Controllers {
 impl Controllers {
     /// Starts `n` controllers bootstrapped as one group.
     pub fn start(n: u64, snapshot_logs: u64) -> Controllers {
+        let ports = free_ports(n as usize);
         let addrs: BTreeMap<u64, String> = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .zip(ports)
+            .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
             .collect();
         let mut c = Controllers {
             data: tempfile::tempdir().expect("tempdir"),
@@ -100,6 +135,7 @@ impl Controllers {
             ])
             // Replication errors to a killed peer are expected here.
             .env("EPHEMERA_LOG", "warn,openraft=off")
+            .env("EPHEMERA_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -154,7 +190,7 @@ impl Controllers {
         Ok(self
             .client(id)
             .await?
-            .dump(DumpRequest {})
+            .dump(authed(DumpRequest {}))
             .await?
             .into_inner())
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ephemera_cluster_tests::{wait_for, Controllers};
+use ephemera_cluster_tests::{authed, wait_for, Controllers};
 use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
 use ephemera_proto::v1::{
     CodeFile, DeployRequest, FunctionSpec, PlaceRequest, RegisterNodeRequest, ReleaseRequest,
@@ -116,18 +116,18 @@ async fn churn(
                 let mut client = client;
                 let result = if step == 0 {
                     client
-                        .place(PlaceRequest {
+                        .place(authed(PlaceRequest {
                             tenant: TENANT.into(),
                             name: FUNCTION.into(),
                             invocation_id: id.clone(),
-                        })
+                        }))
                         .await
                         .map(|r| Some(r.into_inner().node_id))
                 } else {
                     client
-                        .release(ReleaseRequest {
+                        .release(authed(ReleaseRequest {
                             invocation_id: id.clone(),
-                        })
+                        }))
                         .await
                         .map(|_| None)
                 };

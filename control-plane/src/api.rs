@@ -1,6 +1,7 @@
 //! The controller's gRPC services: `Controller` for clients and
-//! `NodeRegistry` for agents. Each method decodes its request, calls
-//! [`Controller`] and encodes the answer; the behaviour lives there.
+//! `NodeRegistry` for agents. Each client method first resolves the caller
+//! from its token (`auth`), checks it may act for the tenant it names, then
+//! calls [`Controller`]; the behaviour lives there.
 
 use std::sync::Arc;
 
@@ -9,28 +10,52 @@ use ephemera_proto::v1::controller_server::Controller as ControllerService;
 use ephemera_proto::v1::node_registry_server::NodeRegistry;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Authenticator, Principal};
 use crate::controller::{ApiError, Controller};
 
 /// Both services share one [`Controller`].
 #[derive(Debug, Clone)]
 pub struct Api {
     controller: Arc<Controller>,
+    auth: Authenticator,
 }
 
 impl Api {
-    /// Serves `controller`.
-    pub fn new(controller: Arc<Controller>) -> Self {
-        Api { controller }
+    /// Serves `controller`, authenticating clients with `auth`.
+    pub fn new(controller: Arc<Controller>, auth: Authenticator) -> Self {
+        Api { controller, auth }
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        let state = self
+            .controller
+            .node
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        self.auth.principal(req.metadata(), &state)
     }
 }
 
 #[tonic::async_trait]
 impl ControllerService for Api {
+    async fn issue_token(
+        &self,
+        req: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssueTokenReply>, Status> {
+        self.caller(&req)?.check_admin("issuing a tenant token")?;
+        let tenant = req.into_inner().tenant;
+        let token = self.controller.issue_token(&tenant).await?;
+        Ok(Response::new(pb::IssueTokenReply { tenant, token }))
+    }
+
     async fn place(
         &self,
         req: Request<pb::PlaceRequest>,
     ) -> Result<Response<pb::PlaceReply>, Status> {
+        let who = self.caller(&req)?;
         let req = req.into_inner();
+        who.check_tenant(&req.tenant)?;
         if req.invocation_id.is_empty() {
             return Err(
                 ApiError::InvalidArgument("place: the invocation id is empty".into()).into(),
@@ -45,16 +70,35 @@ impl ControllerService for Api {
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseReply>, Status> {
-        self.controller
-            .release(&req.into_inner().invocation_id)
-            .await?;
+        let who = self.caller(&req)?;
+        let id = req.into_inner().invocation_id;
+        if let Principal::Tenant(t) = &who {
+            // A tenant may release only its own active placements.
+            let owner = {
+                let state = self
+                    .controller
+                    .node
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
+                state.tasks.get(&id).map(|task| task.tenant.clone())
+            };
+            match owner {
+                Some(owner) => who.check_tenant(&owner)?,
+                None => {
+                    return Err(Status::not_found(format!(
+                        "tenant {t} has no active invocation {id}"
+                    )))
+                }
+            }
+        }
+        self.controller.release(&id).await?;
         Ok(Response::new(pb::ReleaseReply {}))
     }
 
-    async fn dump(
-        &self,
-        _req: Request<pb::DumpRequest>,
-    ) -> Result<Response<pb::DumpReply>, Status> {
+    async fn dump(&self, req: Request<pb::DumpRequest>) -> Result<Response<pb::DumpReply>, Status> {
+        self.caller(&req)?
+            .check_admin("dumping the cluster state")?;
         Ok(Response::new(self.controller.dump()?))
     }
 
@@ -62,10 +106,12 @@ impl ControllerService for Api {
         &self,
         req: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployReply>, Status> {
+        let who = self.caller(&req)?;
         let req = req.into_inner();
         let spec = req.spec.ok_or_else(|| {
             ApiError::InvalidArgument("deploy request without a function spec".into())
         })?;
+        who.check_tenant(&spec.tenant)?;
         Ok(Response::new(self.controller.deploy(spec, req.code).await?))
     }
 
@@ -73,7 +119,9 @@ impl ControllerService for Api {
         &self,
         req: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionInfo>, Status> {
+        let who = self.caller(&req)?;
         let req = req.into_inner();
+        who.check_tenant(&req.tenant)?;
         let record = self.controller.function(&req.tenant, &req.name).await?;
         Ok(Response::new(pb::FunctionInfo {
             spec: Some(crate::convert::spec_of(&record)),
@@ -84,7 +132,8 @@ impl ControllerService for Api {
         &self,
         req: Request<pb::ListFunctionsRequest>,
     ) -> Result<Response<pb::ListFunctionsReply>, Status> {
-        let functions = self.controller.functions(&req.into_inner().tenant);
+        let tenant = self.caller(&req)?.scope(&req.get_ref().tenant)?;
+        let functions = self.controller.functions(&tenant);
         Ok(Response::new(pb::ListFunctionsReply { functions }))
     }
 
@@ -92,7 +141,11 @@ impl ControllerService for Api {
         &self,
         req: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeReply>, Status> {
-        let reply = self.controller.invoke(req.into_inner()).await?;
+        let who = self.caller(&req)?;
+        let span = self.controller.invoke_span(req.get_ref(), req.metadata());
+        let req = req.into_inner();
+        who.check_tenant(&req.tenant)?;
+        let reply = tracing::Instrument::instrument(self.controller.invoke(req), span).await?;
         Ok(Response::new(reply))
     }
 
@@ -100,9 +153,13 @@ impl ControllerService for Api {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
-        Ok(Response::new(
-            self.controller.status(&req.into_inner().tenant).await,
-        ))
+        let tenant = self.caller(&req)?.scope(&req.get_ref().tenant)?;
+        let mut reply = self.controller.status(&tenant).await;
+        if !tenant.is_empty() {
+            // A tenant sees the nodes' aggregates, not other tenants' work.
+            reply.functions.retain(|f| f.tenant == tenant);
+        }
+        Ok(Response::new(reply))
     }
 }
 

@@ -15,8 +15,8 @@ fn exe_dir() -> Option<PathBuf> {
     exe.parent().map(Path::to_path_buf)
 }
 
-fn find(env: &str, names: &[&str]) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(env) {
+fn find(env: Option<&str>, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = env.and_then(std::env::var_os) {
         return Some(PathBuf::from(p));
     }
     let dir = exe_dir()?;
@@ -34,7 +34,7 @@ fn find(env: &str, names: &[&str]) -> Option<PathBuf> {
 /// The intercept library, if it was built.
 pub fn intercept_lib() -> Option<PathBuf> {
     find(
-        INTERCEPT_ENV,
+        Some(INTERCEPT_ENV),
         &[
             "libephemera_intercept.so",
             "../lib/libephemera_intercept.so",
@@ -44,10 +44,22 @@ pub fn intercept_lib() -> Option<PathBuf> {
 
 /// The proxy binary.
 pub fn proxy_bin() -> anyhow::Result<PathBuf> {
-    find(PROXY_ENV, &["ephemera-proxy"]).ok_or_else(|| {
+    find(Some(PROXY_ENV), &["ephemera-proxy"]).ok_or_else(|| {
         anyhow::anyhow!(
             "cannot find the ephemera-proxy binary next to {} (build the workspace with `cargo build`, or set {PROXY_ENV})",
             exe_dir().map(|d| d.display().to_string()).unwrap_or_default()
+        )
+    })
+}
+
+/// Another binary built with `ephemera` (e.g. `tier-bench`).
+pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
+    find(None, &[name]).ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot find {name} next to {} (build the workspace with `cargo build --release`)",
+            exe_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
         )
     })
 }

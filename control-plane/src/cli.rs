@@ -27,8 +27,63 @@ fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
     }
 }
 
-/// Connects to the controller at `endpoint`.
-pub async fn connect(endpoint: &str) -> anyhow::Result<ControllerClient<Channel>> {
+/// Where client commands go, and with which token.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The controller endpoint.
+    pub endpoint: String,
+    /// `--token`/`EPHEMERA_TOKEN`; else the credentials file's token for the endpoint.
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// A target with an explicit token, or the saved one for `endpoint`.
+    pub fn new(endpoint: &str, token: Option<String>) -> Target {
+        let token = token
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| crate::credentials::lookup(endpoint));
+        Target {
+            endpoint: endpoint.to_string(),
+            token,
+        }
+    }
+}
+
+/// A controller client that sends the target's token with every call.
+pub type Client =
+    ControllerClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer TOKEN` to every request.
+#[derive(Debug, Clone)]
+pub struct BearerToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl BearerToken {
+    /// Sends `token`, or nothing when `None`.
+    pub fn new(token: Option<&str>) -> anyhow::Result<BearerToken> {
+        match token {
+            Some(t) => Ok(BearerToken(Some(
+                format!("Bearer {}", t.trim()).parse().map_err(|_| {
+                    anyhow::anyhow!("the token holds characters that cannot be sent")
+                })?,
+            ))),
+            None => Ok(BearerToken(None)),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Connects to the controller of `target`.
+pub async fn connect(target: &Target) -> anyhow::Result<Client> {
+    let endpoint = target.endpoint.as_str();
+    let token = BearerToken::new(target.token.as_deref())?;
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .with_context(|| format!("invalid endpoint {endpoint:?}"))?
         .connect()
@@ -36,7 +91,7 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<ControllerClient<Channel>
         .with_context(|| {
             format!("cannot reach the controller at {endpoint}. Is `ephemera dev` running, and is EPHEMERA_ENDPOINT right?")
         })?;
-    Ok(ControllerClient::new(channel)
+    Ok(ControllerClient::with_interceptor(channel, token)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
 }
@@ -73,13 +128,13 @@ pub struct DeployArgs<'a> {
 }
 
 /// `ephemera fn deploy`.
-pub async fn deploy(endpoint: &str, args: DeployArgs<'_>) -> anyhow::Result<()> {
+pub async fn deploy(target: &Target, args: DeployArgs<'_>) -> anyhow::Result<()> {
     for input in args.profile_inputs {
         parse_input(input).map_err(|e| anyhow::anyhow!("--profile-input {input:?}: {e}"))?;
     }
     let code = ephemera_node_agent::code::read_dir(args.dir)
         .with_context(|| format!("reading the function's code from {}", args.dir.display()))?;
-    let mut client = connect(endpoint).await?;
+    let mut client = connect(target).await?;
     let spec = pb::FunctionSpec {
         tenant: args.tenant.to_string(),
         name: args.name.to_string(),
@@ -138,7 +193,7 @@ fn tier_json(t: &pb::TierCounters) -> serde_json::Value {
 
 /// `ephemera invoke`: prints the result, or with `details` the whole reply.
 pub async fn invoke(
-    endpoint: &str,
+    target: &Target,
     function: &str,
     input: Option<&str>,
     details: bool,
@@ -146,17 +201,28 @@ pub async fn invoke(
     let (tenant, name) = split_function(function)?;
     let input = input.unwrap_or("{}");
     parse_input(input).map_err(|e| anyhow::anyhow!("--input {input:?}: {e}"))?;
-    let mut client = connect(endpoint).await?;
-    let reply = client
-        .invoke(pb::InvokeRequest {
-            tenant,
-            name,
-            input_json: input.to_string(),
-            invocation_id: String::new(),
-        })
+    let mut client = connect(target).await?;
+    // The root of the invocation's trace; the controller continues it.
+    let span = tracing::info_span!(
+        "cli_invoke",
+        tenant = %tenant,
+        function = %name,
+        invocation_id = tracing::field::Empty,
+        node = tracing::field::Empty,
+    );
+    let mut request = tonic::Request::new(pb::InvokeRequest {
+        tenant,
+        name,
+        input_json: input.to_string(),
+        invocation_id: String::new(),
+    });
+    ephemera_telemetry::inject(&span, request.metadata_mut());
+    let reply = tracing::Instrument::instrument(client.invoke(request), span.clone())
         .await
         .map_err(|s| status_error(&format!("invoking {function}"), s))?
         .into_inner();
+    span.record("invocation_id", reply.invocation_id.as_str());
+    span.record("node", reply.node_id.as_str());
     if details {
         let result: serde_json::Value = serde_json::from_str(&reply.result_json)
             .unwrap_or(serde_json::Value::String(reply.result_json.clone()));
@@ -188,9 +254,9 @@ fn spec_json(f: &pb::FunctionSpec) -> serde_json::Value {
 }
 
 /// `ephemera fn show`.
-pub async fn show(endpoint: &str, function: &str) -> anyhow::Result<()> {
+pub async fn show(target: &Target, function: &str) -> anyhow::Result<()> {
     let (tenant, name) = split_function(function)?;
-    let mut client = connect(endpoint).await?;
+    let mut client = connect(target).await?;
     let info = client
         .get_function(pb::GetFunctionRequest { tenant, name })
         .await
@@ -204,8 +270,8 @@ pub async fn show(endpoint: &str, function: &str) -> anyhow::Result<()> {
 }
 
 /// `ephemera fn list`.
-pub async fn list(endpoint: &str, tenant: &str) -> anyhow::Result<()> {
-    let mut client = connect(endpoint).await?;
+pub async fn list(target: &Target, tenant: &str) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
     let reply = client
         .list_functions(pb::ListFunctionsRequest {
             tenant: tenant.to_string(),
@@ -225,9 +291,27 @@ pub async fn list(endpoint: &str, tenant: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ephemera tenant token`: issues a tenant's token (admin).
+pub async fn issue_token(target: &Target, tenant: &str) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let reply = client
+        .issue_token(pb::IssueTokenRequest {
+            tenant: tenant.to_string(),
+        })
+        .await
+        .map_err(|s| status_error(&format!("issuing a token for tenant {tenant}"), s))?
+        .into_inner();
+    eprintln!(
+        "token for tenant {} (its previous token no longer works):",
+        reply.tenant
+    );
+    println!("{}", reply.token);
+    Ok(())
+}
+
 /// `ephemera status`.
-pub async fn status(endpoint: &str, tenant: &str, as_json: bool) -> anyhow::Result<()> {
-    let mut client = connect(endpoint).await?;
+pub async fn status(target: &Target, tenant: &str, as_json: bool) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
     let s = client
         .status(pb::StatusRequest {
             tenant: tenant.to_string(),

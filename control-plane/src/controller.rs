@@ -299,6 +299,21 @@ impl Controller {
         }
     }
 
+    /// Issues a new API token for `tenant` (creating the tenant if needed);
+    /// the tenant's previous token stops working.
+    pub async fn issue_token(&self, tenant: &str) -> Result<String, ApiError> {
+        check_name("tenant", tenant)?;
+        let token = crate::auth::new_token();
+        let cmd = Command::SetTenantToken {
+            tenant: tenant.to_string(),
+            token_sha256: crate::auth::token_digest(&token),
+        };
+        match self.write(cmd).await? {
+            Response::Rejected { reason } => Err(ApiError::InvalidArgument(reason)),
+            _ => Ok(token),
+        }
+    }
+
     /// The stored record of a function, or a not-found error naming it.
     /// A miss is confirmed by a linearizable read, so a function deployed
     /// through another controller a moment ago is found here too.
@@ -344,6 +359,33 @@ impl Controller {
             .collect()
     }
 
+    /// The span of one invocation, `invoke`, continuing the caller's trace
+    /// (W3C `traceparent` in `metadata`). [`Controller::invoke`] runs under it
+    /// and records the invocation id, the node and the tier's counters.
+    pub fn invoke_span(
+        &self,
+        req: &pb::InvokeRequest,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> tracing::Span {
+        use tracing::field::Empty;
+        let span = tracing::info_span!(
+            "invoke",
+            tenant = %req.tenant,
+            function = %req.name,
+            invocation_id = Empty,
+            policy = %self.policy,
+            node = Empty,
+            tier_reads = Empty,
+            tier_writes = Empty,
+            tier_bytes_read = Empty,
+            tier_bytes_written = Empty,
+            tier_evictions = Empty,
+            error = Empty,
+        );
+        ephemera_telemetry::set_parent_from(&span, metadata);
+        span
+    }
+
     /// Runs one invocation: place it, run it on the chosen agent, release it.
     pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeReply, ApiError> {
         let input = parse_input(&req.input_json)?;
@@ -354,7 +396,10 @@ impl Controller {
         } else {
             req.invocation_id.clone()
         };
+        let span = tracing::Span::current();
+        span.record("invocation_id", invocation_id.as_str());
         let (node_id, addr) = self.place(&function, &invocation_id).await?;
+        span.record("node", node_id.as_str());
         tracing::debug!(%invocation_id, function = %key, node = %node_id, "placed");
         let result = self
             .run_on(
@@ -369,7 +414,16 @@ impl Controller {
             // The placement stays until the node is marked down or re-registers.
             tracing::warn!(%invocation_id, error = %e, "could not release the placement");
         }
-        let reply = result?;
+        let reply = result.inspect_err(|e| {
+            span.record("error", tracing::field::display(e));
+        })?;
+        if let Some(tier) = &reply.tier {
+            span.record("tier_reads", tier.reads);
+            span.record("tier_writes", tier.writes);
+            span.record("tier_bytes_read", tier.bytes_read);
+            span.record("tier_bytes_written", tier.bytes_written);
+            span.record("tier_evictions", tier.evictions);
+        }
         if !function.profile.measured && function.profile_inputs.is_empty() {
             // A deploy without profile inputs is profiled by its first
             // invocation: what the tier measured in the instance.
@@ -398,6 +452,18 @@ impl Controller {
 
     /// Commits the placement of one invocation of `function`; returns the
     /// chosen node's id and address.
+    #[tracing::instrument(
+        name = "schedule",
+        skip_all,
+        fields(
+            invocation_id = %invocation_id,
+            function = %function.key(),
+            policy = %self.policy,
+            t_lim = function.memory_bytes,
+            t_mem = function.t_mem(),
+            node = tracing::field::Empty,
+        )
+    )]
     pub async fn place(
         &self,
         function: &FunctionRecord,
@@ -414,7 +480,10 @@ impl Controller {
             })
             .await?;
         match placed {
-            Response::Placed { node_id, addr } => Ok((node_id, addr)),
+            Response::Placed { node_id, addr } => {
+                tracing::Span::current().record("node", node_id.as_str());
+                Ok((node_id, addr))
+            }
             Response::Rejected { reason } => Err(ApiError::NoCapacity(reason)),
             other => Err(ApiError::Unavailable(format!(
                 "invocation {invocation_id} of {}: Schedule returned {other:?}, not a placement",
@@ -491,6 +560,8 @@ impl Controller {
         };
         for attempt in 0..2 {
             let mut call = tonic::Request::new(request.clone());
+            // The agent's span continues this invocation's trace.
+            ephemera_telemetry::inject_current(call.metadata_mut());
             call.set_timeout(timeout);
             match client.run(call).await {
                 Ok(reply) => return Ok(reply.into_inner()),

@@ -12,8 +12,8 @@ use ephemera_storage::Policy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::artifacts;
 use crate::server::{self, ControllerConfig};
+use crate::{artifacts, auth, credentials};
 
 /// Settings of an embedded cluster.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct DevInfo {
     pub nodes: Vec<String>,
     /// Whether instances get the memory tier.
     pub tier: bool,
+    /// The file where the CLI's admin token was saved, if it could be.
+    pub credentials: Option<PathBuf>,
 }
 
 async fn wait_changed(rx: &mut watch::Receiver<bool>) {
@@ -63,15 +65,20 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the controller to {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let mut controller_config =
-        ControllerConfig::single(config.data_dir.join("controller"), addr.to_string());
+    let controller_dir = config.data_dir.join("controller");
+    let mut controller_config = ControllerConfig::single(controller_dir.clone(), addr.to_string());
     controller_config.policy = config.policy;
+    controller_config.admin_token = auth::admin_token(&controller_dir)?;
     let controller = server::start(&controller_config).await?;
     let mut serving = {
         let mut stop = stop.clone();
-        tokio::spawn(server::serve(controller.clone(), listener, async move {
-            wait_changed(&mut stop).await
-        }))
+        let token = controller_config.admin_token.clone();
+        tokio::spawn(server::serve(
+            controller.clone(),
+            token,
+            listener,
+            async move { wait_changed(&mut stop).await },
+        ))
     };
     controller
         .node
@@ -134,13 +141,21 @@ pub async fn run(
             r = &mut serving => anyhow::bail!("the controller stopped while starting: {:?}", r),
         }
     }
+    // The CLI finds the admin token by itself: no token ceremony in dev.
+    let credentials = credentials::store(&endpoint, &controller_config.admin_token)
+        .map_err(|e| tracing::warn!(error = %e, "could not save the CLI's token"))
+        .ok();
     ready(&DevInfo {
-        endpoint,
+        endpoint: endpoint.clone(),
         nodes,
         tier: intercept.is_some(),
+        credentials,
     });
 
     let served = serving.await.context("controller task")?;
+    if let Err(e) = credentials::remove(&endpoint) {
+        tracing::warn!(error = %e, "could not remove the CLI's token");
+    }
     for agent in agents {
         match agent.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "agent stopped with an error"),

@@ -11,23 +11,29 @@
 //! Layout:
 //! - [`controller`]: what each API call does.
 //! - [`api`]: the gRPC services, translating to and from [`controller`].
+//! - [`auth`]: tokens: who is calling, and for which tenant.
 //! - [`raft`]: the Raft member, its transport, write forwarding.
 //! - [`liveness`]: agents' heartbeats; silent agents are marked down.
 //! - [`server`]: start and serve a controller.
 //! - [`dev`]: the embedded cluster of `ephemera dev`.
 //! - [`cli`]: the client commands.
+//! - [`credentials`]: the CLI's saved tokens.
+//! - [`run`]: `ephemera run`, one command under the tier, outside any cluster.
 //! - [`bench`]: `ephemera bench scheduler`, the policies outside Raft.
 //! - [`artifacts`]: finding the intercept library and proxy binary.
 //! - [`convert`], [`size`]: wire conversions and `256MiB`-style sizes.
 
 pub mod api;
 pub mod artifacts;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod controller;
 pub mod convert;
+pub mod credentials;
 pub mod dev;
 pub mod liveness;
 pub mod raft;
+pub mod run;
 pub mod server;
 pub mod size;

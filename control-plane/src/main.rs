@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ephemera_control_block::Mode;
 use ephemera_control_plane::cli::{self, DEFAULT_ENDPOINT};
 use ephemera_control_plane::dev::{self, DevConfig};
 use ephemera_control_plane::server::{self, ControllerConfig};
-use ephemera_control_plane::{artifacts, bench, size};
+use ephemera_control_plane::{artifacts, bench, run as run_cmd, size};
 use ephemera_node_agent::{RuntimeKind, SharingScope};
 use ephemera_storage::Policy;
 use tokio::sync::watch;
@@ -26,12 +27,19 @@ struct Args {
     /// Controller endpoint for client commands.
     #[arg(long, global = true, env = "EPHEMERA_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     endpoint: String,
+    /// API token (a tenant's, or the admin's); by default the one saved for the endpoint.
+    #[arg(long, global = true, env = "EPHEMERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
     size::parse_size(s)
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    Mode::parse(s).ok_or_else(|| format!("unknown mode {s:?}: use adaptive, memory or disk"))
 }
 
 fn parse_runtime(s: &str) -> Result<RuntimeKind, String> {
@@ -128,6 +136,11 @@ enum Cmd {
         #[arg(long, default_value = "none")]
         docker_network: String,
     },
+    /// Manage tenants (admin).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCmd,
+    },
     /// Manage functions.
     Fn {
         #[command(subcommand)]
@@ -143,6 +156,27 @@ enum Cmd {
         /// Print the whole reply (node, instance, tier counters) as JSON.
         #[arg(long)]
         details: bool,
+    },
+    /// Run any command with its temporary files in the memory tier.
+    Run {
+        /// The directory the tier serves.
+        #[arg(long, default_value = "/tmp")]
+        tier_dir: PathBuf,
+        /// Placement: adaptive, memory or disk.
+        #[arg(long, default_value = "adaptive", value_parser = parse_mode)]
+        mode: Mode,
+        /// Memory budget (and the cgroup limit with --cgroup), e.g. 64MiB.
+        #[arg(long, value_parser = parse_size)]
+        mem_limit: Option<u64>,
+        /// Run inside a fresh memory cgroup limited to --mem-limit.
+        #[arg(long)]
+        cgroup: bool,
+        /// Print the tier's counters as JSON on stderr when the command ends.
+        #[arg(long)]
+        stats: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
     },
     /// Benchmarks.
     Bench {
@@ -162,6 +196,12 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// The memory tier against a plain directory and tmpfs (runs `tier-bench`).
+    Tier {
+        /// Arguments for tier-bench: [--ops N] [--size BYTES] [--reps N] [--no-limit] [--sweeps].
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Committed placements per second through local controller processes.
     Placements {
         /// Controllers in the Raft group.
@@ -197,6 +237,15 @@ enum BenchCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCmd {
+    /// Issue a new API token for a tenant (its previous token stops working).
+    Token {
+        /// The tenant.
+        tenant: String,
     },
 }
 
@@ -241,15 +290,6 @@ enum FnCmd {
         #[arg(long, default_value = "")]
         tenant: String,
     },
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EPHEMERA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// A watch that turns true on Ctrl-C or SIGTERM.
@@ -298,11 +338,18 @@ async fn main() -> std::process::ExitCode {
     // SAFETY: restoring the default SIGPIPE disposition before any thread
     // or I/O starts has no memory-safety impact.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let server = matches!(
-        args.command,
-        Cmd::Dev { .. } | Cmd::Controller { .. } | Cmd::Agent { .. }
-    );
-    init_logging(if server { "info,openraft=warn" } else { "warn" });
+    let service = match args.command {
+        Cmd::Dev { .. } => Some("ephemera-dev"),
+        Cmd::Controller { .. } => Some("ephemera-controller"),
+        Cmd::Agent { .. } => Some("ephemera-agent"),
+        _ => None,
+    };
+    // Logs to stderr; spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is
+    // set. Dropping the guard at the end of `main` flushes them.
+    let _telemetry = match service {
+        Some(service) => ephemera_telemetry::init(service, "info,openraft=warn"),
+        None => ephemera_telemetry::init("ephemera-cli", "warn"),
+    };
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -313,7 +360,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let endpoint = args.endpoint.as_str();
+    let target = cli::Target::new(&args.endpoint, args.token.clone());
+    let endpoint = &target;
     match args.command {
         Cmd::Dev {
             agents,
@@ -358,7 +406,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } => {
             let stop = stop_signal()?;
             let advertise = advertise.unwrap_or_else(|| listen.to_string());
+            let admin_token = ephemera_control_plane::auth::admin_token(&data_dir)?;
             let mut config = ControllerConfig::single(data_dir, advertise);
+            config.admin_token = admin_token;
             config.id = id;
             config.policy = policy;
             config.node_timeout = Duration::from_secs(node_timeout_secs);
@@ -369,7 +419,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             let controller = server::start(&config).await?;
             tracing::info!(id, %listen, "controller serving");
-            server::serve(controller, listener, stopped(stop)).await
+            server::serve(
+                controller,
+                config.admin_token.clone(),
+                listener,
+                stopped(stop),
+            )
+            .await
         }
         Cmd::Agent {
             node_id,
@@ -407,6 +463,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config.docker_network = docker_network;
             ephemera_node_agent::run(config, listener, stopped(stop)).await
         }
+        Cmd::Tenant {
+            command: TenantCmd::Token { tenant },
+        } => cli::issue_token(endpoint, &tenant).await,
         Cmd::Fn { command } => match command {
             FnCmd::Deploy {
                 tenant,
@@ -441,7 +500,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
             input,
             details,
         } => cli::invoke(endpoint, &function, input.as_deref(), details).await,
+        Cmd::Run {
+            tier_dir,
+            mode,
+            mem_limit,
+            cgroup,
+            stats,
+            command,
+        } => {
+            let code = run_cmd::run(run_cmd::RunArgs {
+                tier_dir,
+                mode,
+                mem_limit,
+                cgroup,
+                stats,
+                command,
+            })?;
+            std::process::exit(code);
+        }
         Cmd::Bench { command } => match command {
+            BenchCmd::Tier { args } => {
+                let bench = artifacts::tool("tier-bench")?;
+                let status = std::process::Command::new(&bench)
+                    .args(&args)
+                    .status()
+                    .with_context(|| format!("running {}", bench.display()))?;
+                if !status.success() {
+                    anyhow::bail!("{} failed: {status}", bench.display());
+                }
+                Ok(())
+            }
             BenchCmd::Placements {
                 controllers,
                 clients,

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::Api;
+use crate::auth::Authenticator;
 use crate::controller::Controller;
 use crate::liveness::{self, Liveness};
 use crate::raft::{ChannelPool, RaftNode, RaftRpc, RaftSettings};
@@ -39,6 +40,8 @@ pub struct ControllerConfig {
     pub raft: RaftSettings,
     /// Silence after which an agent is marked down.
     pub node_timeout: Duration,
+    /// The operator's token (see `auth`); every controller of a cluster needs the same.
+    pub admin_token: String,
 }
 
 impl ControllerConfig {
@@ -52,12 +55,16 @@ impl ControllerConfig {
             policy: Policy::default(),
             raft: RaftSettings::default(),
             node_timeout: Duration::from_secs(10),
+            admin_token: String::new(),
         }
     }
 }
 
 /// Opens the Raft member and builds the controller; does not serve yet.
 pub async fn start(config: &ControllerConfig) -> anyhow::Result<Arc<Controller>> {
+    if config.admin_token.is_empty() {
+        anyhow::bail!("controller {}: no admin token configured", config.id);
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
     let pool = ChannelPool::default();
@@ -83,12 +90,13 @@ pub async fn start(config: &ControllerConfig) -> anyhow::Result<Arc<Controller>>
 /// Serves `controller` on `listener` until `shutdown` resolves, then stops Raft.
 pub async fn serve(
     controller: Arc<Controller>,
+    admin_token: String,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let live = tokio::spawn(liveness::run(controller.clone(), stop_rx));
-    let api = Api::new(controller.clone());
+    let api = Api::new(controller.clone(), Authenticator::new(&admin_token));
     let raft_rpc = RaftRpc::new(controller.node.clone());
     let result = tonic::transport::Server::builder()
         .add_service(

@@ -67,6 +67,13 @@ pub enum Command {
         /// The invocation to release.
         invocation_id: String,
     },
+    /// Set (or replace) a tenant's API token, given as its hex SHA-256.
+    SetTenantToken {
+        /// The tenant.
+        tenant: String,
+        /// Hex SHA-256 of the bearer token.
+        token_sha256: String,
+    },
     /// Several commands in one log entry, applied in order, answered by [`Response::Batch`].
     ///
     /// Why: openraft 0.9 appends (and fsyncs) each `client_write` on its own, so one command

@@ -28,7 +28,7 @@ pub use kv::{KeyRange, Kv, KvError, KvOp, KvPair, MemKv, SledKv, Tree};
 pub use policy::{ParsePolicyError, Policy, POLICY_NAMES};
 pub use state::{
     fmt_size, function_key, ClusterState, CodeFileRecord, FunctionRecord, NodeState, Profile, Task,
-    COMPLETED_IDS_KEPT, MAX_MEMORY_BYTES,
+    TenantRecord, COMPLETED_IDS_KEPT, MAX_MEMORY_BYTES,
 };
 pub use store::{open_store, open_store_with, LogStore, StateMachineStore, StorageError};
 pub use types::{

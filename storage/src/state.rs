@@ -263,6 +263,9 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, NodeState>,
     /// Active tasks by invocation id.
     pub tasks: BTreeMap<String, Task>,
+    /// Tenants' API credentials, by tenant name.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantRecord>,
     /// Recently completed invocation ids, so a retried `Schedule` is not placed twice.
     completed: CompletedIds,
     /// Derived placement index (not serialized).
@@ -276,6 +279,8 @@ struct ClusterStateData {
     functions: BTreeMap<String, FunctionRecord>,
     nodes: BTreeMap<String, NodeState>,
     tasks: BTreeMap<String, Task>,
+    #[serde(default)]
+    tenants: BTreeMap<String, TenantRecord>,
     completed: CompletedIds,
 }
 
@@ -286,13 +291,30 @@ impl From<ClusterStateData> for ClusterState {
             functions: d.functions,
             nodes: d.nodes,
             tasks: d.tasks,
+            tenants: d.tenants,
             completed: d.completed,
             index,
         }
     }
 }
 
+/// A tenant's API credential. Only the token's SHA-256 is replicated: the
+/// token itself is shown once, to whoever created it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Hex SHA-256 of the tenant's bearer token.
+    pub token_sha256: String,
+}
+
 impl ClusterState {
+    /// The tenant whose token hashes to `token_sha256`, if any.
+    pub fn tenant_of_token(&self, token_sha256: &str) -> Option<&str> {
+        self.tenants
+            .iter()
+            .find(|(_, t)| t.token_sha256 == token_sha256)
+            .map(|(name, _)| name.as_str())
+    }
+
     /// The function `name` of `tenant`, if deployed.
     pub fn function(&self, tenant: &str, name: &str) -> Option<&FunctionRecord> {
         self.functions.get(&function_key(tenant, name))
@@ -349,6 +371,10 @@ impl ClusterState {
                 policy,
             } => self.schedule(invocation_id, tenant, function, *t_lim, *t_mem, *policy),
             Command::Complete { invocation_id } => self.complete(invocation_id),
+            Command::SetTenantToken {
+                tenant,
+                token_sha256,
+            } => self.set_tenant_token(tenant, token_sha256),
             Command::Batch { commands } => Response::Batch {
                 responses: commands
                     .iter()
@@ -362,6 +388,33 @@ impl ClusterState {
                     .collect(),
             },
         }
+    }
+
+    fn set_tenant_token(&mut self, tenant: &str, token_sha256: &str) -> Response {
+        if tenant.is_empty() {
+            return Response::rejected("tenant name is empty");
+        }
+        let valid = token_sha256.len() == 64 && token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Response::rejected(format!(
+                "tenant {tenant}: token digest must be 64 hex digits, got {} characters",
+                token_sha256.len()
+            ));
+        }
+        if let Some(owner) = self.tenant_of_token(token_sha256) {
+            if owner != tenant {
+                return Response::rejected(format!(
+                    "tenant {tenant}: that token already belongs to another tenant"
+                ));
+            }
+        }
+        self.tenants.insert(
+            tenant.to_string(),
+            TenantRecord {
+                token_sha256: token_sha256.to_ascii_lowercase(),
+            },
+        );
+        Response::Ok
     }
 
     fn register_node(&mut self, node_id: &str, addr: &str, memory_bytes: u64) -> Response {

@@ -15,6 +15,8 @@ use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
 use serde_json::json;
 use tonic::transport::Channel;
 
+use crate::cli::{BearerToken, Client};
+
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct PlacementBench {
@@ -44,18 +46,31 @@ impl Drop for Group {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` distinct free loopback ports below the ephemeral range, each held
+/// bound until all are chosen so none is handed out twice.
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut held = Vec::new();
+    let start = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    for port in (start..32_000).chain(20_000..start) {
+        if held.len() == n {
+            break;
+        }
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    anyhow::ensure!(held.len() == n, "no {n} free loopback ports below 32000");
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
-fn start_group(n: u64) -> anyhow::Result<Group> {
+fn start_group(n: u64, token: &str) -> anyhow::Result<Group> {
     let data = tempfile::tempdir().context("creating a temp dir for the controllers")?;
     let exe = std::env::current_exe().context("locating the ephemera binary")?;
+    let ports = free_ports(n as usize)?;
     let addrs: BTreeMap<u64, String> = (1..=n)
-        .map(|id| Ok((id, format!("127.0.0.1:{}", free_port()?))))
-        .collect::<anyhow::Result<_>>()?;
+        .zip(ports)
+        .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
+        .collect();
     let members: Vec<String> = addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
     let mut procs = Vec::new();
     for (id, addr) in &addrs {
@@ -70,6 +85,7 @@ fn start_group(n: u64) -> anyhow::Result<Group> {
                 "3600",
             ])
             .env("EPHEMERA_LOG", "error,openraft=off")
+            .env(crate::auth::ADMIN_TOKEN_ENV, &token)
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("starting a controller process")?;
@@ -92,13 +108,20 @@ async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     )
 }
 
-async fn wait_ready(group: &Group) -> anyhow::Result<()> {
+fn client(channel: Channel, token: &str) -> anyhow::Result<Client> {
+    Ok(ControllerClient::with_interceptor(
+        channel,
+        BearerToken::new(Some(token))?,
+    ))
+}
+
+async fn wait_ready(group: &Group, token: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut leaders = Vec::new();
         for e in &group.endpoints {
             if let Ok(ch) = connect(e).await {
-                if let Ok(d) = ControllerClient::new(ch).dump(pb::DumpRequest {}).await {
+                if let Ok(d) = client(ch, token)?.dump(pb::DumpRequest {}).await {
                     leaders.push(d.into_inner().leader_id);
                 }
             }
@@ -129,8 +152,9 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
     if cfg.controllers == 0 || cfg.clients == 0 || cfg.nodes == 0 {
         anyhow::bail!("--controllers, --clients and --nodes must be at least 1");
     }
-    let group = start_group(cfg.controllers)?;
-    wait_ready(&group).await?;
+    let token = crate::auth::new_token();
+    let group = start_group(cfg.controllers, &token)?;
+    wait_ready(&group, &token).await?;
     let first = connect(&group.endpoints[0]).await?;
     let mut registry = NodeRegistryClient::new(first.clone());
     for i in 1..=cfg.nodes {
@@ -155,7 +179,7 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
         mode: 0o644,
         data: b"x".to_vec(),
     }];
-    ControllerClient::new(first)
+    client(first, &token)?
         .deploy_function(pb::DeployRequest {
             spec: Some(spec),
             code,
@@ -171,9 +195,8 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..cfg.clients {
-        let channel = channels[c % channels.len()].clone();
+        let mut client = client(channels[c % channels.len()].clone(), &token)?;
         tasks.push(tokio::spawn(async move {
-            let mut client = ControllerClient::new(channel);
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             let mut i = 0u64;

@@ -25,6 +25,9 @@ pub fn repo() -> PathBuf {
 /// A running `ephemera dev`, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct DevCluster {
     child: Child,
+    /// The credentials file `ephemera dev` saved its admin token in (one per
+    /// cluster, so tests never touch the user's own).
+    pub credentials: PathBuf,
     /// The endpoint it printed.
     pub endpoint: String,
     /// Everything it printed on stdout so far.
@@ -34,6 +37,7 @@ pub struct DevCluster {
 impl DevCluster {
     /// Starts `ephemera dev --agents N` on `data_dir` and waits for its endpoint line.
     pub fn start(data_dir: &Path, agents: usize) -> DevCluster {
+        let credentials = data_dir.join("credentials.json");
         let mut child = Command::new(ephemera())
             .args([
                 "dev",
@@ -47,6 +51,8 @@ impl DevCluster {
             .arg("--data-dir")
             .arg(data_dir)
             .env("EPHEMERA_LOG", "warn")
+            .env("EPHEMERA_CREDENTIALS", &credentials)
+            .env_remove("EPHEMERA_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -74,6 +80,7 @@ impl DevCluster {
                         std::thread::spawn(move || while rx.recv().is_ok() {});
                         return DevCluster {
                             child,
+                            credentials,
                             endpoint,
                             banner,
                         };
@@ -90,13 +97,23 @@ impl DevCluster {
         }
     }
 
-    /// Runs `ephemera ARGS…` against this cluster.
+    /// Runs `ephemera ARGS…` against this cluster, with the token `ephemera
+    /// dev` saved for the CLI.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(ephemera())
-            .args(args)
+        self.cli_with_token(args, None)
+    }
+
+    /// Runs `ephemera ARGS…` with `EPHEMERA_TOKEN=token` (or the saved token when `None`).
+    pub fn cli_with_token(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut cmd = Command::new(ephemera());
+        cmd.args(args)
             .env("EPHEMERA_ENDPOINT", &self.endpoint)
-            .output()
-            .expect("run the ephemera CLI")
+            .env("EPHEMERA_CREDENTIALS", &self.credentials)
+            .env_remove("EPHEMERA_TOKEN");
+        if let Some(t) = token {
+            cmd.env("EPHEMERA_TOKEN", t);
+        }
+        cmd.output().expect("run the ephemera CLI")
     }
 
     /// Runs a CLI command that must succeed; returns its stdout.

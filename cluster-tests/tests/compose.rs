@@ -1,0 +1,914 @@
+//! The docker-compose cluster (`compose/`) under faults, end to end: three
+//! controllers and two agents in containers, started from nothing under a
+//! project and ports of their own, removed afterwards (panics included).
+//!
+//! One test function, in sections, sharing one cluster (the scenarios kill
+//! and pause its members, so they must not run in parallel):
+//!
+//! a. up from nothing: deploy the examples, invoke until both agents served;
+//! e. no-op invocation latency through the cluster (gRPC from this process);
+//! b. SIGKILL the leader under a stream of invocations, 5 times: fail-over
+//!    time, every acknowledged invocation correct and recorded as completed,
+//!    no placement left behind, the restarted member catches up;
+//! c. `docker pause` the leader, then cut it off with `docker network
+//!    disconnect`: the majority goes on, the isolated one commits nothing,
+//!    both catch up afterwards;
+//! d. SIGKILL an agent mid-invocation: a clear error naming the node, the
+//!    agent marked down and its tasks released, new invocations on the other.
+//!
+//! `EPHEMERA_SKIP_COMPOSE=1` skips (loudly); `EPHEMERA_NO_BUILD=1` reuses the
+//! images. Run with `--nocapture` to see the measurements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ephemera_cluster_tests::compose::{self, ComposeCluster, ComposeOptions, AGENTS, CONTROLLERS};
+use ephemera_cluster_tests::wait_for;
+use ephemera_proto::v1::controller_client::ControllerClient;
+use ephemera_proto::v1::{InvokeReply, InvokeRequest, PlaceRequest};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+const TENANT: &str = "ct";
+/// Leader kills in section b.
+const KILLS: usize = 5;
+/// Concurrent clients of the invocation stream.
+const CLIENTS: usize = 4;
+/// Most invocations one client makes in one round.
+const MAX_PER_CLIENT: usize = 150;
+/// Measured no-op invocations in section e.
+const LATENCY_SAMPLES: usize = 300;
+/// How long one invocation may keep being retried.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// Overall bound of the scenarios.
+const SCENARIOS_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+#[test]
+fn compose_cluster_under_faults() {
+    if !compose::require_docker() {
+        return;
+    }
+    let t0 = Instant::now();
+    compose::build_images_once();
+    let t_build = t0.elapsed();
+    let cluster = ComposeCluster::up(&ComposeOptions::default());
+    let t_up = t0.elapsed() - t_build;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let report = rt.block_on(async {
+        tokio::time::timeout(SCENARIOS_TIMEOUT, scenarios(&cluster))
+            .await
+            .unwrap_or_else(|_| panic!("the scenarios took more than {SCENARIOS_TIMEOUT:?}"))
+    });
+    drop(rt);
+    drop(cluster);
+    eprintln!(
+        "\n==== compose cluster report ====\n\
+         image build {:.1?}, cluster up {:.1?}, scenarios {:.1?}, total {:.1?}\n{report}",
+        t_build,
+        t_up,
+        t0.elapsed() - t_build - t_up,
+        t0.elapsed()
+    );
+}
+
+async fn scenarios(c: &ComposeCluster) -> String {
+    let mut report = String::new();
+    let t = Instant::now();
+    report += &up_from_nothing(c).await;
+    report += &format!("  (a took {:.1?})\n", t.elapsed());
+    let t = Instant::now();
+    report += &noop_latency(c).await;
+    report += &format!("  (e took {:.1?})\n", t.elapsed());
+    let t = Instant::now();
+    report += &leader_kills(c).await;
+    report += &format!("  (b took {:.1?})\n", t.elapsed());
+    let t = Instant::now();
+    report += &pause_and_partition(c).await;
+    report += &format!("  (c took {:.1?})\n", t.elapsed());
+    let t = Instant::now();
+    report += &agent_kill(c).await;
+    report += &format!("  (d took {:.1?})\n", t.elapsed());
+    report
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example(name: &str) -> String {
+    compose::repo_root()
+        .join("examples/functions")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn deploy(c: &ComposeCluster, name: &str, dir: &str, memory: &str, timeout_secs: u64) {
+    c.cli(
+        1,
+        &[
+            "fn",
+            "deploy",
+            "--tenant",
+            TENANT,
+            "--name",
+            name,
+            "--dir",
+            dir,
+            "--cmd",
+            "ephemera-python handler.py",
+            "--memory",
+            memory,
+            "--timeout",
+            &timeout_secs.to_string(),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+}
+
+fn request(name: &str, id: &str, input: Value) -> InvokeRequest {
+    InvokeRequest {
+        tenant: TENANT.into(),
+        name: name.into(),
+        input_json: input.to_string(),
+        invocation_id: id.into(),
+    }
+}
+
+/// p-quantile (0 < q <= 1) of sorted `v`.
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    assert!(!v.is_empty());
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// How an invocation ended.
+#[derive(Debug)]
+enum Outcome {
+    /// Acknowledged with this reply.
+    Acked(InvokeReply),
+    /// A retry found it already completed: it ran, the first reply was lost.
+    AlreadyCompleted,
+    /// Still failing when its retries ran out.
+    Failed(String),
+}
+
+/// Controller clients, connected on demand and dropped on error.
+struct Clients {
+    endpoints: BTreeMap<u64, String>,
+    conns: BTreeMap<u64, ControllerClient<Channel>>,
+}
+
+impl Clients {
+    fn new(c: &ComposeCluster) -> Clients {
+        Clients {
+            endpoints: CONTROLLERS.iter().map(|&id| (id, c.endpoint(id))).collect(),
+            conns: BTreeMap::new(),
+        }
+    }
+
+    async fn connect(&self, id: u64) -> anyhow::Result<ControllerClient<Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(self.endpoints[&id].clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await?;
+        Ok(ControllerClient::new(channel))
+    }
+
+    /// Invokes `req`, trying the controllers in turn from `turn`, reusing the
+    /// invocation id (a placement is applied once per id) until it is
+    /// acknowledged, found already completed, or `RETRY_FOR` has passed.
+    async fn invoke(&mut self, mut turn: usize, req: &InvokeRequest) -> (Outcome, usize) {
+        let deadline = Instant::now() + RETRY_FOR;
+        let mut attempts = 0;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let id = CONTROLLERS[turn % CONTROLLERS.len()];
+            attempts += 1;
+            if !self.conns.contains_key(&id) {
+                match self.connect(id).await {
+                    Ok(client) => {
+                        self.conns.insert(id, client);
+                    }
+                    Err(e) => {
+                        last = format!("controller {id}: {e}");
+                        turn += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+            let client = self.conns.get_mut(&id).expect("connected");
+            match client.invoke(req.clone()).await {
+                Ok(reply) => return (Outcome::Acked(reply.into_inner()), attempts),
+                Err(s) if s.message().contains("already completed") => {
+                    return (Outcome::AlreadyCompleted, attempts)
+                }
+                Err(s) => {
+                    last = format!("controller {id}: {:?}: {}", s.code(), s.message());
+                    self.conns.remove(&id);
+                    turn += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        (Outcome::Failed(last), attempts)
+    }
+}
+
+/// Checks an echo reply for invocation `id` with input `x`.
+fn check_echo(reply: &InvokeReply, id: &str, x: u64) {
+    let v: Value = serde_json::from_str(&reply.result_json)
+        .unwrap_or_else(|e| panic!("{id}: result {:?} is not JSON: {e}", reply.result_json));
+    assert_eq!(
+        v,
+        json!({"id": id, "x2": 2 * x}),
+        "{id}: wrong result from node {}",
+        reply.node_id
+    );
+    assert_eq!(reply.invocation_id, id, "reply for another invocation");
+}
+
+/// Waits until every node that is up reports no active task; returns the
+/// status nodes as `(node_id, up)`.
+async fn wait_no_active_tasks(c: &ComposeCluster, via: u64, timeout: Duration) {
+    wait_for("no active task on any node", timeout, || async {
+        let s = c.status(via).await.ok()?;
+        s.nodes
+            .iter()
+            .all(|n| n.active_tasks == 0 && n.n_alloc == 0)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until every member in `members` has the same applied index and
+/// state as `leader` (and they agree on it as leader).
+async fn wait_caught_up(c: &ComposeCluster, members: &[u64], timeout: Duration) -> u64 {
+    let leader = c.agreed_leader(members, timeout).await;
+    wait_for(
+        "every member caught up with the leader",
+        timeout,
+        || async {
+            let want = c.dump(leader).await.ok()?;
+            for &id in members {
+                let d = c.dump(id).await.ok()?;
+                if d.last_applied_index != want.last_applied_index
+                    || d.state_json != want.state_json
+                    || d.leader_id != leader
+                {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    leader
+}
+
+fn state_of(json: &str) -> Value {
+    serde_json::from_str(json).expect("Dump state is JSON")
+}
+
+/// Invokes the echo function once through `members`, retrying; returns when
+/// it succeeded.
+async fn probe(c: &ComposeCluster, members: &[u64], id: &str) -> InvokeReply {
+    let mut clients = Clients::new(c);
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut turn = 0;
+    loop {
+        let via = members[turn % members.len()];
+        let req = request("echo", id, json!({"id": id, "x": 7}));
+        match clients
+            .invoke(
+                CONTROLLERS.iter().position(|m| *m == via).unwrap_or(0),
+                &req,
+            )
+            .await
+        {
+            (Outcome::Acked(r), _) => {
+                check_echo(&r, id, 7);
+                return r;
+            }
+            (other, _) => assert!(
+                Instant::now() < deadline,
+                "probe {id} through {members:?} kept failing: {other:?}"
+            ),
+        }
+        turn += 1;
+    }
+}
+
+// ------------------------------------------------------------------ a
+
+async fn up_from_nothing(c: &ComposeCluster) -> String {
+    deploy(c, "io", &example("io_heavy"), "128MiB", 60);
+    deploy(c, "cpu", &example("cpu_heavy"), "128MiB", 60);
+    deploy(c, "echo", &fixture("echo"), "64MiB", 30);
+    deploy(c, "noop", &fixture("noop"), "64MiB", 30);
+    deploy(c, "slow", &fixture("slow"), "64MiB", 10);
+
+    // Through the CLI, once each.
+    let out = c
+        .cli(
+            2,
+            &[
+                "invoke",
+                &format!("{TENANT}/cpu"),
+                "--input",
+                r#"{"n": 1000}"#,
+                "--details",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("ephemera invoke cpu: {e}"));
+    let v: Value = serde_json::from_str(&out).expect("--details prints JSON");
+    check_cpu(&v["result"], 1000);
+    let cli_node = v["node_id"].as_str().unwrap_or_default().to_string();
+    assert!(
+        AGENTS.contains(&cli_node.as_str()),
+        "node_id {cli_node:?} in {out}"
+    );
+    let out = c
+        .cli(
+            3,
+            &[
+                "invoke",
+                &format!("{TENANT}/io"),
+                "--input",
+                r#"{"files": 2, "size_kib": 256, "reads": 16}"#,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("ephemera invoke io: {e}"));
+    check_io(&serde_json::from_str(&out).expect("invoke prints JSON"));
+
+    // Concurrent rounds of both until both agents have served.
+    let leader = c.agreed_leader(&CONTROLLERS, Duration::from_secs(30)).await;
+    let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let busy_seen = Arc::new(std::sync::Mutex::new(BTreeSet::<String>::new()));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (busy_seen, sampling) = (busy_seen.clone(), sampling.clone());
+        let endpoint_client = c.client(leader).await.expect("client");
+        tokio::spawn(async move {
+            let mut client = endpoint_client;
+            while sampling.load(Ordering::SeqCst) {
+                if let Ok(s) = client
+                    .status(ephemera_proto::v1::StatusRequest {
+                        tenant: String::new(),
+                    })
+                    .await
+                {
+                    let mut seen = busy_seen.lock().unwrap();
+                    for n in s.into_inner().nodes.iter().filter(|n| n.active_tasks > 0) {
+                        seen.insert(n.node_id.clone());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let mut rounds = 0;
+    while served.len() < AGENTS.len() {
+        rounds += 1;
+        assert!(
+            rounds <= 10,
+            "after 10 rounds only {served:?} served invocations"
+        );
+        let mut tasks = Vec::new();
+        for i in 0..6u64 {
+            let mut client = c
+                .client_with_timeout(leader, Duration::from_secs(60))
+                .await
+                .unwrap();
+            tasks.push(tokio::spawn(async move {
+                let (name, input) = if i % 2 == 0 {
+                    (
+                        "io",
+                        json!({"files": 2, "size_kib": 256, "reads": 16, "seed": i + 1}),
+                    )
+                } else {
+                    ("cpu", json!({"n": 300 + 100 * i}))
+                };
+                let r = client
+                    .invoke(request(name, &format!("a{rounds}-{i}"), input.clone()))
+                    .await
+                    .unwrap_or_else(|e| panic!("invoking {name}: {e}"))
+                    .into_inner();
+                (name, input, r)
+            }));
+        }
+        for t in tasks {
+            let (name, input, r) = t.await.expect("invocation task");
+            let v: Value = serde_json::from_str(&r.result_json).expect("result JSON");
+            if name == "io" {
+                check_io(&v);
+            } else {
+                check_cpu(&v, input["n"].as_u64().unwrap());
+            }
+            served
+                .entry(r.node_id)
+                .or_default()
+                .insert(name.to_string());
+        }
+    }
+    sampling.store(false, Ordering::SeqCst);
+    sampler.await.expect("sampler");
+    // Placements visible in `ephemera status`: warm instances on both nodes.
+    let out = c
+        .cli(1, &["status", "--json"])
+        .expect("ephemera status --json");
+    let s: Value = serde_json::from_str(&out).expect("status JSON");
+    let instance_nodes: BTreeSet<&str> = s["instances"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["node_id"].as_str()).collect())
+        .unwrap_or_default();
+    for node in AGENTS {
+        assert!(
+            instance_nodes.contains(node),
+            "`ephemera status` shows no instance on {node}: {out}"
+        );
+    }
+    wait_no_active_tasks(c, leader, Duration::from_secs(30)).await;
+    let busy = busy_seen.lock().unwrap().clone();
+    format!(
+        "a. up from nothing: deployed io, cpu (+ echo, noop, slow fixtures); CLI invoke → {cli_node}; \
+         {rounds} concurrent round(s): served by {served:?}; nodes seen with active tasks in status: {busy:?}; \
+         instances in `ephemera status` on {instance_nodes:?}\n"
+    )
+}
+
+/// Checks cpu_heavy's result for `n`: digits and trailing zeros of n!.
+fn check_cpu(v: &Value, n: u64) {
+    let digits = (2..=n).map(|k| (k as f64).log10()).sum::<f64>().floor() as u64 + 1;
+    let mut zeros = 0;
+    let mut p = 5;
+    while p <= n {
+        zeros += n / p;
+        p *= 5;
+    }
+    assert_eq!(v["n"], json!(n), "cpu result {v}");
+    assert_eq!(v["digits"], json!(digits), "cpu result {v}");
+    assert_eq!(v["trailing_zeros"], json!(zeros), "cpu result {v}");
+}
+
+/// Checks io_heavy's result for files=2, size_kib=256, reads=16, block 8 KiB.
+fn check_io(v: &Value) {
+    assert!(v.get("error").is_none(), "io result {v}");
+    assert_eq!(v["files"], json!(2), "io result {v}");
+    assert_eq!(v["bytes_written"], json!(2 * 256 * 1024), "io result {v}");
+    assert_eq!(
+        v["bytes_read"],
+        json!(2 * (256 * 1024 + 16 * 8192)),
+        "io result {v}"
+    );
+    assert_eq!(
+        v["sha256"].as_str().map(str::len),
+        Some(64),
+        "io result {v}"
+    );
+}
+
+// ------------------------------------------------------------------ e
+
+async fn noop_latency(c: &ComposeCluster) -> String {
+    let leader = c.agreed_leader(&CONTROLLERS, Duration::from_secs(30)).await;
+    let follower = *CONTROLLERS.iter().find(|id| **id != leader).unwrap();
+    let mut out = String::new();
+    for (label, via) in [("leader", leader), ("follower", follower)] {
+        let mut client = c
+            .client_with_timeout(via, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+        for i in 0..(20 + LATENCY_SAMPLES) {
+            let id = format!("e-{label}-{i}");
+            let t = Instant::now();
+            let r = client
+                .invoke(request("noop", &id, json!({})))
+                .await
+                .unwrap_or_else(|e| panic!("no-op invocation {id}: {e}"))
+                .into_inner();
+            let d = t.elapsed();
+            assert_eq!(r.result_json.trim(), "{}", "{id}");
+            if i >= 20 {
+                samples.push(d);
+            }
+        }
+        samples.sort();
+        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+        let line = format!(
+            "e. no-op invocation latency via the {label} (controller {via}), {} sequential gRPC invocations: \
+             p50 {}, p99 {}, mean {}, max {}\n",
+            samples.len(),
+            ms(quantile(&samples, 0.5)),
+            ms(quantile(&samples, 0.99)),
+            ms(mean),
+            ms(*samples.last().unwrap())
+        );
+        eprint!("{line}");
+        out += &line;
+    }
+    out
+}
+
+// ------------------------------------------------------------------ b
+
+struct Record {
+    id: String,
+    x: u64,
+    outcome: Outcome,
+}
+
+async fn leader_kills(c: &ComposeCluster) -> String {
+    let mut failovers = Vec::new();
+    let mut elections = Vec::new();
+    let mut totals = (0usize, 0usize, 0usize, 0usize); // invocations, acked, already completed, retried
+    for round in 0..KILLS {
+        let leader = wait_caught_up(c, &CONTROLLERS, Duration::from_secs(60)).await;
+        let survivors: Vec<u64> = CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|i| *i != leader)
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for w in 0..CLIENTS {
+            let (stop, acks) = (stop.clone(), acks.clone());
+            let mut clients = Clients::new(c);
+            workers.push(tokio::spawn(async move {
+                let mut records = Vec::new();
+                let mut retried = 0;
+                for i in 0..MAX_PER_CLIENT {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let id = format!("b{round}-w{w}-{i}");
+                    let x = (round * 1_000_000 + w * 10_000 + i) as u64;
+                    let req = request("echo", &id, json!({"id": id, "x": x}));
+                    let (outcome, attempts) = clients.invoke(w + i, &req).await;
+                    if attempts > 1 {
+                        retried += 1;
+                    }
+                    if matches!(outcome, Outcome::Acked(_)) {
+                        acks.fetch_add(1, Ordering::SeqCst);
+                    }
+                    records.push(Record { id, x, outcome });
+                }
+                (records, retried)
+            }));
+        }
+        let stream_ok = |n: usize| {
+            let acks = acks.clone();
+            async move {
+                wait_for(
+                    "acknowledged invocations",
+                    Duration::from_secs(60),
+                    || async { (acks.load(Ordering::SeqCst) >= n).then_some(()) },
+                )
+                .await
+            }
+        };
+        stream_ok(10).await;
+        let victim = c.controller_container(leader);
+        let t_kill = Instant::now();
+        c.kill(&victim);
+        let new_leader = c.agreed_leader(&survivors, Duration::from_secs(30)).await;
+        let t_elected = t_kill.elapsed();
+        probe(c, &[new_leader], &format!("b{round}-probe")).await;
+        let t_failover = t_kill.elapsed();
+        let acks_then = acks.load(Ordering::SeqCst);
+        stream_ok(acks_then + 20).await;
+        stop.store(true, Ordering::SeqCst);
+        let mut records = Vec::new();
+        for w in workers {
+            let (r, retried) = w.await.expect("stream client");
+            records.extend(r);
+            totals.3 += retried;
+        }
+        // Every invocation is accounted for.
+        let mut acked = BTreeSet::new();
+        let mut already = BTreeSet::new();
+        let mut failed = Vec::new();
+        for r in &records {
+            match &r.outcome {
+                Outcome::Acked(reply) => {
+                    check_echo(reply, &r.id, r.x);
+                    acked.insert(r.id.clone());
+                }
+                Outcome::AlreadyCompleted => {
+                    already.insert(r.id.clone());
+                }
+                Outcome::Failed(e) => failed.push(format!("{}: {e}", r.id)),
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} invocation(s) never succeeded: {failed:?}",
+            failed.len()
+        );
+        // No placement left active; every acknowledged id is recorded as completed.
+        wait_no_active_tasks(c, new_leader, Duration::from_secs(30)).await;
+        let state = state_of(&c.dump(new_leader).await.expect("dump").state_json);
+        let completed: BTreeSet<&str> = state["completed"]
+            .as_array()
+            .expect("completed ids in the state")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for id in acked.iter().chain(already.iter()) {
+            assert!(
+                completed.contains(id.as_str()),
+                "round {round}: {id} acknowledged but not completed"
+            );
+        }
+        assert_eq!(
+            state["tasks"],
+            json!({}),
+            "round {round}: tasks left: {}",
+            state["tasks"]
+        );
+        // The killed member comes back and catches up.
+        let t_restart = Instant::now();
+        c.start(&victim);
+        wait_caught_up(c, &CONTROLLERS, Duration::from_secs(60)).await;
+        let t_catch_up = t_restart.elapsed();
+        eprintln!(
+            "b. kill {}/{KILLS}: leader {leader} killed; new leader {new_leader} agreed after {}, \
+             first invocation after {}; {} invocations ({} acked, {} found already completed); \
+             restarted member caught up in {:.1?}",
+            round + 1,
+            ms(t_elected),
+            ms(t_failover),
+            records.len(),
+            acked.len(),
+            already.len(),
+            t_catch_up
+        );
+        totals.0 += records.len();
+        totals.1 += acked.len();
+        totals.2 += already.len();
+        failovers.push(t_failover);
+        elections.push(t_elected);
+    }
+    failovers.sort();
+    elections.sort();
+    format!(
+        "b. leader SIGKILL x{KILLS} under {CLIENTS} clients: fail-over (kill → leader agreed by survivors \
+         AND an invocation succeeded) p50 {}, p99 {} (min {}); election alone p50 {}, p99 {}; \
+         {} invocations, {} acked with correct results, {} found already completed on retry, \
+         {} needed retries, 0 failed, no placement left, restarted member caught up every time\n",
+        ms(quantile(&failovers, 0.5)),
+        ms(quantile(&failovers, 0.99)),
+        ms(failovers[0]),
+        ms(quantile(&elections, 0.5)),
+        ms(quantile(&elections, 0.99)),
+        totals.0,
+        totals.1,
+        totals.2,
+        totals.3
+    )
+}
+
+// ------------------------------------------------------------------ c
+
+async fn pause_and_partition(c: &ComposeCluster) -> String {
+    // Pause.
+    let leader = wait_caught_up(c, &CONTROLLERS, Duration::from_secs(60)).await;
+    let survivors: Vec<u64> = CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|i| *i != leader)
+        .collect();
+    let victim = c.controller_container(leader);
+    let t0 = Instant::now();
+    c.pause(&victim);
+    let new_leader = c.agreed_leader(&survivors, Duration::from_secs(30)).await;
+    let t_elected = t0.elapsed();
+    for i in 0..10 {
+        probe(c, &survivors, &format!("c-pause-{i}")).await;
+    }
+    let t_ten = t0.elapsed();
+    c.unpause(&victim);
+    let t1 = Instant::now();
+    let after = wait_caught_up(c, &CONTROLLERS, Duration::from_secs(60)).await;
+    let t_rejoin = t1.elapsed();
+    let mut report = format!(
+        "c. pause leader {leader}: leader {new_leader} agreed by the others after {}, 10 invocations done after {}; \
+         unpaused, it rejoined (leader {after}, identical state) in {:.1?}\n",
+        ms(t_elected),
+        ms(t_ten),
+        t_rejoin
+    );
+
+    // Partition: the leader off the cluster network; its own port still answers.
+    let leader = wait_caught_up(c, &CONTROLLERS, Duration::from_secs(60)).await;
+    let survivors: Vec<u64> = CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|i| *i != leader)
+        .collect();
+    let before = c.dump(leader).await.expect("dump").last_applied_index;
+    let t0 = Instant::now();
+    c.disconnect_controller(leader);
+    let new_leader = c.agreed_leader(&survivors, Duration::from_secs(30)).await;
+    let t_elected = t0.elapsed();
+    // A write sent to the isolated one is not committed.
+    let isolated_id = "c-isolated-place";
+    let mut client = c
+        .client_with_timeout(leader, Duration::from_secs(8))
+        .await
+        .expect("the isolated controller's published port answers");
+    let t_write = Instant::now();
+    let write = client
+        .place(PlaceRequest {
+            tenant: TENANT.into(),
+            name: "echo".into(),
+            invocation_id: isolated_id.into(),
+        })
+        .await;
+    let write = match write {
+        Ok(r) => panic!(
+            "the isolated controller {leader} acknowledged a placement: {:?}",
+            r.into_inner()
+        ),
+        Err(s) => format!(
+            "{:?} after {}: {}",
+            s.code(),
+            ms(t_write.elapsed()),
+            s.message()
+        ),
+    };
+    // The majority goes on.
+    for i in 0..10 {
+        probe(c, &survivors, &format!("c-part-{i}")).await;
+    }
+    let majority = c.dump(new_leader).await.expect("dump").last_applied_index;
+    let isolated = c
+        .dump(leader)
+        .await
+        .expect("the isolated controller's Dump");
+    assert_eq!(
+        isolated.last_applied_index, before,
+        "the isolated controller applied entries ({} → {})",
+        before, isolated.last_applied_index
+    );
+    assert!(
+        majority > before,
+        "the majority committed nothing ({before} → {majority})"
+    );
+    let s = state_of(&isolated.state_json);
+    assert!(
+        s["tasks"].get(isolated_id).is_none(),
+        "the isolated placement was applied"
+    );
+    c.reconnect_controller(leader);
+    let t1 = Instant::now();
+    let after = wait_caught_up(c, &CONTROLLERS, Duration::from_secs(60)).await;
+    let t_rejoin = t1.elapsed();
+    for id in CONTROLLERS {
+        let s = state_of(&c.dump(id).await.expect("dump").state_json);
+        let completed = s["completed"].as_array().cloned().unwrap_or_default();
+        assert!(
+            s["tasks"].get(isolated_id).is_none() && !completed.contains(&json!(isolated_id)),
+            "controller {id} holds the placement the isolated leader never committed"
+        );
+    }
+    report += &format!(
+        "c. disconnect leader {leader} from the network: leader {new_leader} agreed by the majority after {}; \
+         a Place sent to the isolated one failed ({write}); its applied index stayed {before} while the \
+         majority reached {majority}; reconnected, it caught up (leader {after}) in {:.1?}\n",
+        ms(t_elected),
+        t_rejoin
+    );
+    report
+}
+
+// ------------------------------------------------------------------ d
+
+async fn agent_kill(c: &ComposeCluster) -> String {
+    let leader = wait_caught_up(c, &CONTROLLERS, Duration::from_secs(60)).await;
+    let mut client = c
+        .client_with_timeout(leader, Duration::from_secs(90))
+        .await
+        .unwrap();
+    let slow = tokio::spawn(async move {
+        let t = Instant::now();
+        let r = client
+            .invoke(request("slow", "d-slow", json!({"secs": 5})))
+            .await;
+        (r, t.elapsed())
+    });
+    // Mid-invocation: the agent reports the instance busy.
+    let victim = wait_for(
+        "the slow instance busy on an agent",
+        Duration::from_secs(30),
+        || async {
+            let s = c.status(leader).await.ok()?;
+            s.instances
+                .iter()
+                .find(|i| i.function == "slow" && i.state == "busy")
+                .map(|i| i.node_id.clone())
+        },
+    )
+    .await;
+    let other = AGENTS.iter().find(|n| **n != victim).unwrap().to_string();
+    let t_kill = Instant::now();
+    c.kill(&c.agent_container(&victim));
+    let (result, _) = slow.await.expect("slow invocation task");
+    let t_error = t_kill.elapsed();
+    let error = match result {
+        Ok(r) => panic!(
+            "the invocation on the killed agent {victim} succeeded: {:?}",
+            r.into_inner()
+        ),
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    };
+    assert!(
+        error.contains(&victim) && error.contains("d-slow"),
+        "the error does not name the node and the invocation: {error}"
+    );
+    // Marked down after the node timeout; its tasks released.
+    let node_timeout = Duration::from_secs(ComposeOptions::default().node_timeout_secs);
+    wait_for(
+        "the killed agent marked down",
+        node_timeout + Duration::from_secs(20),
+        || async {
+            let s = c.status(leader).await.ok()?;
+            let n = s.nodes.iter().find(|n| n.node_id == victim)?;
+            (!n.up && n.active_tasks == 0 && n.n_alloc == 0).then_some(())
+        },
+    )
+    .await;
+    let t_down = t_kill.elapsed();
+    // New invocations go to the other agent.
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let mut client = c
+            .client_with_timeout(leader, Duration::from_secs(60))
+            .await
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("d-after-{i}");
+            let r = client
+                .invoke(request("echo", &id, json!({"id": id, "x": i})))
+                .await
+                .unwrap_or_else(|e| panic!("{id} after the agent died: {e}"))
+                .into_inner();
+            (id, i, r)
+        }));
+    }
+    let mut nodes = BTreeSet::new();
+    for t in tasks {
+        let (id, x, r) = t.await.expect("invocation");
+        check_echo(&r, &id, x);
+        nodes.insert(r.node_id);
+    }
+    assert_eq!(
+        nodes,
+        BTreeSet::from([other.clone()]),
+        "invocations after the kill"
+    );
+    wait_no_active_tasks(c, leader, Duration::from_secs(30)).await;
+    // The agent comes back (not part of the acceptance: reported only).
+    c.start(&c.agent_container(&victim));
+    let t0 = Instant::now();
+    let mut rejoined = None;
+    while t0.elapsed() < Duration::from_secs(60) {
+        if let Ok(s) = c.status(leader).await {
+            if s.nodes.iter().any(|n| n.node_id == victim && n.up) {
+                rejoined = Some(t0.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rejoined = match rejoined {
+        Some(d) => format!("restarted, it registered again in {d:.1?}"),
+        None => {
+            eprintln!("WARNING: the restarted agent {victim} did not register again within 60 s");
+            "WARNING: restarted, it did not register again within 60 s".into()
+        }
+    };
+    format!(
+        "d. SIGKILL agent {victim} mid-invocation: the invocation failed after {} with \"{error}\"; \
+         marked down (tasks released) {:.1?} after the kill (node timeout {node_timeout:?}); \
+         8 new invocations all on {other}; {rejoined}\n",
+        ms(t_error),
+        t_down
+    )
+}

@@ -1,0 +1,141 @@
+//! `ephemera run`: any command with its temporary files in the memory tier,
+//! outside any cluster. Sets up the preload, a control block for the
+//! counters, and (with `--cgroup`) a fresh memory cgroup of the given limit,
+//! then runs the command and reports what the tier served.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ephemera_control_block::{ControlBlock, Mode};
+use ephemera_node_agent::runtime::cgroup::Driver;
+
+use crate::artifacts;
+use crate::size::format_size;
+
+/// What `ephemera run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// The directory the tier serves.
+    pub tier_dir: PathBuf,
+    /// Placement mode.
+    pub mode: Mode,
+    /// Memory budget (and cgroup limit with `cgroup`).
+    pub mem_limit: Option<u64>,
+    /// Run inside a fresh memory cgroup of `mem_limit`.
+    pub cgroup: bool,
+    /// Print the tier's counters as JSON on stderr at the end.
+    pub stats: bool,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+}
+
+/// Runs the command; returns the exit code to exit with.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let Some(program) = args.command.first() else {
+        anyhow::bail!("no command given: use `ephemera run [OPTIONS] -- CMD ARGS...`");
+    };
+    let lib = artifacts::intercept_lib().ok_or_else(|| {
+        anyhow::anyhow!(
+            "libephemera_intercept.so not found next to this binary (build it with `cargo build -p ephemera-intercept`, or set {})",
+            artifacts::INTERCEPT_ENV
+        )
+    })?;
+    std::fs::create_dir_all(&args.tier_dir)
+        .with_context(|| format!("creating the tier directory {}", args.tier_dir.display()))?;
+    let scratch = tempfile::tempdir().context("creating a directory for the control block")?;
+    let control_path = scratch.path().join("control");
+    let control = ControlBlock::create(&control_path, args.mem_limit.unwrap_or(0), args.mode)
+        .with_context(|| format!("creating the control block {}", control_path.display()))?;
+
+    let preload = match std::env::var_os("LD_PRELOAD") {
+        Some(existing) if !existing.is_empty() => {
+            let mut p = lib.clone().into_os_string();
+            p.push(":");
+            p.push(existing);
+            p
+        }
+        _ => lib.clone().into_os_string(),
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(&args.command[1..])
+        .env("LD_PRELOAD", preload)
+        .env("EPHEMERA_TIER_DIR", &args.tier_dir)
+        .env("EPHEMERA_MODE", args.mode.as_str())
+        .env("EPHEMERA_CONTROL", &control_path);
+    if let Some(limit) = args.mem_limit {
+        cmd.env("EPHEMERA_MEM_LIMIT", limit.to_string());
+    }
+
+    let mut cgroup = None;
+    let mut driver = None;
+    if args.cgroup {
+        let limit = args
+            .mem_limit
+            .context("--cgroup needs --mem-limit: the cgroup's memory limit")?;
+        let d = Driver::detect(&format!("run-{}", std::process::id()));
+        if let Driver::Unavailable { reason } = &d {
+            anyhow::bail!("--cgroup: no memory cgroup is available here ({reason})");
+        }
+        let cg = d
+            .create("cmd", limit)
+            .context("creating the memory cgroup")?
+            .context("creating the memory cgroup: cgroups are unavailable")?;
+        let procs = CString::new(cg.procs_file().as_os_str().as_bytes())
+            .context("the cgroup path holds a NUL byte")?;
+        // SAFETY: the closure runs in the child between fork and exec; it
+        // only calls async-signal-safe functions (open, write, close) on
+        // memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        cgroup = Some(cg);
+        driver = Some(d);
+    }
+
+    let status = cmd.status().with_context(|| format!("running {program}"))?;
+    let oom_kills = cgroup.as_ref().map_or(0, |cg| cg.oom_kills());
+    if let Some(cg) = &cgroup {
+        if let Err(e) = cg.kill_and_remove(Duration::from_secs(5)) {
+            tracing::warn!(error = %e, "could not remove the command's cgroup");
+        }
+    }
+    if let Some(d) = &driver {
+        d.remove_base();
+    }
+    if oom_kills > 0 {
+        eprintln!(
+            "ephemera run: {program} was OOM-killed in its {} memory cgroup",
+            format_size(args.mem_limit.unwrap_or(0))
+        );
+    }
+    if args.stats {
+        let c = control.counters();
+        let out = serde_json::json!({
+            "reads": c.reads, "writes": c.writes,
+            "bytes_read": c.bytes_read, "bytes_written": c.bytes_written,
+            "files_mapped": c.files_mapped, "evictions": c.evictions, "fallbacks": c.fallbacks,
+            "opens": c.opens, "peak_native_bytes": c.peak_native, "largest_file_bytes": c.largest_file,
+            "safeguard": c.safeguard, "oom_kills": oom_kills,
+        });
+        eprintln!("{out}");
+    }
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
