@@ -23,7 +23,7 @@ use ephemera_proto::v1::controller_client::ControllerClient;
 use ephemera_proto::v1::{DumpReply, DumpRequest, StatusReply, StatusRequest};
 use tonic::transport::Channel;
 
-/// Prefix of every test project; the rest is `<pid>-<n>` (see [`reap_stale`]).
+/// Prefix of every test project; the rest is `<pid>-<digits>` (see [`reap_stale`]).
 pub const PROJECT_PREFIX: &str = "ephemera-t";
 /// Controller member ids.
 pub const CONTROLLERS: [u64; 3] = [1, 2, 3];
@@ -254,8 +254,13 @@ pub fn reap_stale() {
             let pid: u32 = parts.next()?.parse().ok()?;
             let n = parts.next()?;
             let n: String = n.chars().take_while(|c| c.is_ascii_digit()).collect();
-            (!n.is_empty() && !Path::new(&format!("/proc/{pid}")).exists())
-                .then(|| format!("{PROJECT_PREFIX}{pid}-{n}"))
+            let project = format!("{PROJECT_PREFIX}{pid}-{n}");
+            // Ours (its data dir is in our temp dir: same host, same mount
+            // namespace, so the same pid namespace too) and its process gone.
+            (!n.is_empty()
+                && std::env::temp_dir().join(&project).is_dir()
+                && !Path::new(&format!("/proc/{pid}")).exists())
+            .then_some(project)
         })
         .collect();
     projects.sort();
@@ -403,7 +408,7 @@ impl Default for ComposeOptions {
 
 /// One running compose cluster; dropping it removes everything it made.
 pub struct ComposeCluster {
-    /// The compose project (`ephemera-t<pid>-<n>`), also the prefix of
+    /// The compose project (`ephemera-t<pid>-<digits>`), also the prefix of
     /// container and network names.
     pub project: String,
     /// Host directory holding the agents' data dirs.
@@ -426,8 +431,14 @@ impl ComposeCluster {
     /// leader and both agents are up. Panics on failure, after cleaning up.
     pub fn up(opts: &ComposeOptions) -> ComposeCluster {
         reap_stale();
+        // pid, then a count and the clock: unique even among processes of
+        // other pid namespaces sharing this engine.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() % 1_000_000)
+            .unwrap_or(0);
         let project = format!(
-            "{PROJECT_PREFIX}{}-{}",
+            "{PROJECT_PREFIX}{}-{}{nanos:06}",
             std::process::id(),
             PROJECTS.fetch_add(1, Ordering::SeqCst)
         );
@@ -641,6 +652,35 @@ impl ComposeCluster {
                 .then_some(first)
         })
         .await
+    }
+
+    /// Whether the OTLP collector runs (docker-compose.otel.yml is in use).
+    pub fn has_collector(&self) -> bool {
+        self.files.contains(&"docker-compose.otel.yml")
+    }
+
+    /// The spans the collector has stored so far (one JSON object each);
+    /// `None` without a collector.
+    pub fn collector_spans(&self) -> Option<Result<Vec<serde_json::Value>, String>> {
+        if !self.has_collector() {
+            return None;
+        }
+        let dest = self.data_root.join("spans.jsonl");
+        let src = format!("{}-otel-collector:/data/spans.jsonl", self.project);
+        Some(
+            docker(
+                &["cp", &src, &dest.to_string_lossy()],
+                Duration::from_secs(60),
+            )
+            .and_then(|_| {
+                let text = std::fs::read_to_string(&dest)
+                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                Ok(text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect())
+            }),
+        )
     }
 
     /// Runs the `ephemera` CLI against controller `via` (60 s deadline).

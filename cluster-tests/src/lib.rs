@@ -118,15 +118,31 @@ impl Controllers {
         c
     }
 
+    /// Starts a new controller `id` that joins no cluster by itself (no
+    /// --bootstrap): it waits to be added with `AddMember`.
+    pub fn spawn_joining(&mut self, id: u64) {
+        let port = free_ports(1)[0];
+        self.addrs.insert(id, format!("127.0.0.1:{port}"));
+        self.spawn_with(id, false);
+    }
+
     /// Starts (or restarts) member `id` on its data dir.
     pub fn spawn(&mut self, id: u64) {
+        self.spawn_with(id, true);
+    }
+
+    fn spawn_with(&mut self, id: u64, bootstrap: bool) {
         let members: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
         let addr = &self.addrs[&id];
         let child = Command::new(binary("ephemera"))
             .args(["controller", "--id", &id.to_string(), "--listen", addr])
             .arg("--data-dir")
             .arg(self.data.path().join(format!("c{id}")))
-            .args(["--bootstrap", &members.join(",")])
+            .args(if bootstrap {
+                vec!["--bootstrap".to_string(), members.join(",")]
+            } else {
+                vec![]
+            })
             .args([
                 "--node-timeout-secs",
                 "3600",

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, Principal};
 use crate::controller::{ApiError, Controller};
+use crate::raft::WriteError;
 
 /// Both services share one [`Controller`].
 #[derive(Debug, Clone)]
@@ -24,6 +25,23 @@ impl Api {
     /// Serves `controller`, authenticating clients with `auth`.
     pub fn new(controller: Arc<Controller>, auth: Authenticator) -> Self {
         Api { controller, auth }
+    }
+
+    fn membership_reply(
+        &self,
+        r: Result<(Vec<u64>, Vec<u64>), WriteError>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        match r {
+            Ok((voters, learners)) => Ok(Response::new(pb::MembershipReply {
+                voters,
+                learners,
+                leader_id: self.controller.node.leader().map(|(id, _)| id).unwrap_or(0),
+            })),
+            Err(WriteError::Forward { addr, .. }) => Err(Status::failed_precondition(format!(
+                "not the leader; the leader is at {addr}"
+            ))),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
@@ -47,6 +65,34 @@ impl ControllerService for Api {
         let tenant = req.into_inner().tenant;
         let token = self.controller.issue_token(&tenant).await?;
         Ok(Response::new(pb::IssueTokenReply { tenant, token }))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        self.caller(&req)?.check_admin("changing the controllers")?;
+        let req = req.into_inner();
+        if req.id == 0 || req.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "add member: need a non-zero id and an address",
+            ));
+        }
+        let r = self.controller.node.add_member(req.id, &req.addr).await;
+        self.membership_reply(r)
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        self.caller(&req)?.check_admin("changing the controllers")?;
+        let r = self
+            .controller
+            .node
+            .remove_member(req.into_inner().id)
+            .await;
+        self.membership_reply(r)
     }
 
     async fn place(

@@ -309,6 +309,65 @@ pub async fn issue_token(target: &Target, tenant: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A membership change: `add` (id, address) or remove (id).
+#[derive(Debug, Clone)]
+pub enum MemberChange {
+    /// Add controller `id` at `addr` (`host:port`).
+    Add(u64, String),
+    /// Remove controller `id`.
+    Remove(u64),
+}
+
+/// `ephemera cluster add-member|remove-member`: sent to the endpoint, and
+/// once more to the leader if the endpoint is not it.
+pub async fn change_members(target: &Target, change: MemberChange) -> anyhow::Result<()> {
+    let mut target = target.clone();
+    for _ in 0..2 {
+        let mut client = connect(&target).await?;
+        let result = match &change {
+            MemberChange::Add(id, addr) => {
+                client
+                    .add_member(pb::AddMemberRequest {
+                        id: *id,
+                        addr: addr.clone(),
+                    })
+                    .await
+            }
+            MemberChange::Remove(id) => {
+                client
+                    .remove_member(pb::RemoveMemberRequest { id: *id })
+                    .await
+            }
+        };
+        match result {
+            Ok(reply) => {
+                let r = reply.into_inner();
+                println!(
+                    "voters: {:?}  learners: {:?}  leader: {}",
+                    r.voters, r.learners, r.leader_id
+                );
+                return Ok(());
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                let Some(addr) = s
+                    .message()
+                    .rsplit("the leader is at ")
+                    .next()
+                    .filter(|a| *a != s.message())
+                else {
+                    return Err(status_error("changing the controllers", s));
+                };
+                target = Target {
+                    endpoint: format!("http://{addr}"),
+                    token: target.token.clone(),
+                };
+            }
+            Err(s) => return Err(status_error("changing the controllers", s)),
+        }
+    }
+    anyhow::bail!("changing the controllers: the leader moved twice; retry")
+}
+
 /// `ephemera status`.
 pub async fn status(target: &Target, tenant: &str, as_json: bool) -> anyhow::Result<()> {
     let mut client = connect(target).await?;

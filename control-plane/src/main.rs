@@ -136,6 +136,11 @@ enum Cmd {
         #[arg(long, default_value = "none")]
         docker_network: String,
     },
+    /// Change the controllers' Raft membership (admin).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
     /// Manage tenants (admin).
     Tenant {
         #[command(subcommand)]
@@ -237,6 +242,25 @@ enum BenchCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Add a controller (started without --bootstrap) as a voter.
+    AddMember {
+        /// Its Raft id.
+        #[arg(long)]
+        id: u64,
+        /// Its address, `host:port`.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a controller from the voters.
+    RemoveMember {
+        /// Its Raft id.
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -462,6 +486,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config.idle_timeout = Duration::from_secs(idle_timeout_secs.max(1));
             config.docker_network = docker_network;
             ephemera_node_agent::run(config, listener, stopped(stop)).await
+        }
+        Cmd::Cluster { command } => {
+            let change = match command {
+                ClusterCmd::AddMember { id, addr } => cli::MemberChange::Add(id, addr),
+                ClusterCmd::RemoveMember { id } => cli::MemberChange::Remove(id),
+            };
+            cli::change_members(endpoint, change).await
         }
         Cmd::Tenant {
             command: TenantCmd::Token { tenant },

@@ -85,7 +85,7 @@ fn start_group(n: u64, token: &str) -> anyhow::Result<Group> {
                 "3600",
             ])
             .env("EPHEMERA_LOG", "error,openraft=off")
-            .env(crate::auth::ADMIN_TOKEN_ENV, &token)
+            .env(crate::auth::ADMIN_TOKEN_ENV, token)
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("starting a controller process")?;

@@ -255,6 +255,76 @@ impl RaftNode {
         }
     }
 
+    /// Adds controller `id` at `addr` as a voter: first as a learner that
+    /// catches up (by snapshot if the log was purged), then promoted. Only the
+    /// leader can do this.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        addr: &str,
+    ) -> Result<(Vec<NodeId>, Vec<NodeId>), WriteError> {
+        let node = Node {
+            addr: addr.to_string(),
+        };
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        let mut voters = self.voters();
+        voters.insert(id);
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(self.membership())
+    }
+
+    /// Removes controller `id` from the voters (and the cluster). Only the
+    /// leader can do this; removing the leader makes it step down.
+    pub async fn remove_member(
+        &self,
+        id: NodeId,
+    ) -> Result<(Vec<NodeId>, Vec<NodeId>), WriteError> {
+        let mut voters = self.voters();
+        if !voters.remove(&id) {
+            return Err(WriteError::Raft(format!("controller {id} is not a voter")));
+        }
+        if voters.is_empty() {
+            return Err(WriteError::Raft("cannot remove the last voter".into()));
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(self.membership())
+    }
+
+    fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Current voters and learners.
+    pub fn membership(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let m = metrics.membership_config.membership();
+        (m.voter_ids().collect(), m.learner_ids().collect())
+    }
+
+    fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => match fwd.leader_node {
+                Some(node) => WriteError::Forward {
+                    leader: fwd.leader_id.unwrap_or(0),
+                    addr: node.addr,
+                    reason: "membership changes are made by the leader".into(),
+                },
+                None => WriteError::NoLeader,
+            },
+            other => WriteError::Raft(other.to_string()),
+        }
+    }
+
     /// Stops the member.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
