@@ -53,10 +53,10 @@ async fn setup(cluster: &Controllers, via: u64) {
         .client(via)
         .await
         .unwrap()
-        .deploy_function(DeployRequest {
+        .deploy_function(authed(DeployRequest {
             spec: Some(spec),
             code,
-        })
+        }))
         .await
         .unwrap();
 }

@@ -2,7 +2,10 @@
 //! of one entry per command, the writer drains every command that queued up
 //! while the previous entry was being committed and proposes them as one
 //! `Command::Batch`. Under load the batch grows with the queue; alone, a
-//! command goes out on its own with no added wait.
+//! command goes out on its own with no added wait. Up to [`IN_FLIGHT`]
+//! batches are proposed at once, so one batch's fsync overlaps another's
+//! replication; the queue is drained only when a slot frees, which is what
+//! lets batches grow under load.
 
 use ephemera_storage::{Command, Response};
 use tokio::sync::{mpsc, oneshot};
@@ -11,6 +14,8 @@ use super::WriteError;
 
 /// Most commands in one entry.
 const MAX_BATCH: usize = 512;
+/// Most batches proposed and not yet answered.
+const IN_FLIGHT: usize = 4;
 
 /// One queued write and where its answer goes.
 pub(super) type Pending = (Command, oneshot::Sender<Result<Response, WriteError>>);
@@ -20,9 +25,16 @@ pub(super) type Pending = (Command, oneshot::Sender<Result<Response, WriteError>
 pub(super) async fn run<F, Fut>(mut rx: mpsc::Receiver<Pending>, commit: F)
 where
     F: Fn(Command) -> Fut,
-    Fut: std::future::Future<Output = Result<Response, WriteError>>,
+    Fut: std::future::Future<Output = Result<Response, WriteError>> + Send + 'static,
 {
-    while let Some(first) = rx.recv().await {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -32,40 +44,45 @@ where
         }
         if batch.len() == 1 {
             let (cmd, reply) = batch.pop().expect("one pending write");
-            let _ = reply.send(commit(cmd).await);
+            let fut = commit(cmd);
+            tokio::spawn(async move {
+                let _ = reply.send(fut.await);
+                drop(slot);
+            });
             continue;
         }
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
-        let n = commands.len();
-        match commit(Command::Batch { commands }).await {
-            Ok(Response::Batch { responses }) if responses.len() == n => {
-                for (reply, resp) in replies.into_iter().zip(responses) {
-                    let _ = reply.send(Ok(resp));
-                }
+        let fut = commit(Command::Batch { commands });
+        tokio::spawn(async move {
+            answer(replies, fut.await);
+            drop(slot);
+        });
+    }
+}
+
+/// Hands each waiting writer its own response from a batch's.
+fn answer(
+    replies: Vec<oneshot::Sender<Result<Response, WriteError>>>,
+    result: Result<Response, WriteError>,
+) {
+    let n = replies.len();
+    match result {
+        Ok(Response::Batch { responses }) if responses.len() == n => {
+            for (reply, resp) in replies.into_iter().zip(responses) {
+                let _ = reply.send(Ok(resp));
             }
-            Ok(other) => {
-                let msg = format!("a batch of {n} commands was answered with {other:?}");
-                for reply in replies {
-                    let _ = reply.send(Err(WriteError::Raft(msg.clone())));
-                }
+        }
+        Ok(other) => {
+            let e = WriteError::Raft(format!(
+                "a batch of {n} commands was answered with {other:?}"
+            ));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
-            Err(e) => {
-                let msg = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(match &e {
-                        WriteError::NoLeader => WriteError::NoLeader,
-                        WriteError::Forward {
-                            leader,
-                            addr,
-                            reason,
-                        } => WriteError::Forward {
-                            leader: *leader,
-                            addr: addr.clone(),
-                            reason: reason.clone(),
-                        },
-                        WriteError::Raft(_) => WriteError::Raft(msg.clone()),
-                    }));
-                }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
