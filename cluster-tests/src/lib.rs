@@ -96,11 +96,18 @@ pub struct Controllers {
     pub addrs: BTreeMap<u64, String>,
     procs: BTreeMap<u64, Child>,
     snapshot_logs: u64,
+    /// `--node-timeout-secs` of every controller started from now on.
+    pub node_timeout_secs: u64,
 }
 
 impl Controllers {
     /// Starts `n` controllers bootstrapped as one group.
     pub fn start(n: u64, snapshot_logs: u64) -> Controllers {
+        Self::start_with(n, snapshot_logs, 3600)
+    }
+
+    /// As [`Controllers::start`], marking silent agents down after `node_timeout_secs`.
+    pub fn start_with(n: u64, snapshot_logs: u64, node_timeout_secs: u64) -> Controllers {
         let ports = free_ports(n as usize);
         let addrs: BTreeMap<u64, String> = (1..=n)
             .zip(ports)
@@ -111,6 +118,7 @@ impl Controllers {
             addrs,
             procs: BTreeMap::new(),
             snapshot_logs,
+            node_timeout_secs,
         };
         for id in 1..=n {
             c.spawn(id);
@@ -143,12 +151,8 @@ impl Controllers {
             } else {
                 vec![]
             })
-            .args([
-                "--node-timeout-secs",
-                "3600",
-                "--snapshot-logs",
-                &self.snapshot_logs.to_string(),
-            ])
+            .args(["--node-timeout-secs", &self.node_timeout_secs.to_string()])
+            .args(["--snapshot-logs", &self.snapshot_logs.to_string()])
             // Replication errors to a killed peer are expected here.
             .env("EPHEMERA_LOG", "warn,openraft=off")
             .env("EPHEMERA_ADMIN_TOKEN", ADMIN_TOKEN)

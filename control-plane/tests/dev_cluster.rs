@@ -212,6 +212,27 @@ fn failures_give_clear_errors_and_the_cluster_keeps_serving() {
         "0",
     ]);
     assert!(err.contains("memory"), "{err}");
+    let cpu_dir = example("cpu_heavy");
+    let err = cluster.fails(&[
+        "fn",
+        "deploy",
+        "--tenant",
+        "demo",
+        "--name",
+        "absurd",
+        "--dir",
+        cpu_dir.to_str().unwrap(),
+        "--cmd",
+        "ephemera-python handler.py",
+        "--memory",
+        "5TiB",
+    ]);
+    assert!(err.contains("memory") && err.contains("outside"), "{err}");
+    let err = cluster.fails(&["fn", "show", "demo/absurd"]);
+    assert!(
+        err.contains("does not exist"),
+        "a refused deploy changes nothing: {err}"
+    );
     let err = cluster.fails(&[
         "fn",
         "deploy",

@@ -1,0 +1,255 @@
+//! Agents as separate processes on loopback: an agent that dies mid-invocation
+//! fails that invocation with a clear error, is marked down after the
+//! controller's timeout (which releases its placements), and new invocations
+//! go to the other agent.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ephemera_cluster_tests::{authed, binary, free_ports, wait_for, Controllers, ADMIN_TOKEN};
+use ephemera_proto::v1::{InvokeRequest, PlaceRequest, StatusRequest};
+use serde_json::Value;
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child; SIGTERM lets it remove its cgroups.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn agent(node: &str, port: u16, controller: &str, dir: &std::path::Path) -> Agent {
+    Agent(
+        Command::new(binary("ephemera"))
+            .args([
+                "agent",
+                "--node-id",
+                node,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--controller", controller, "--memory", "2GiB"])
+            .arg("--data-dir")
+            .arg(dir.join(node))
+            .env("EPHEMERA_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ephemera agent"),
+    )
+}
+
+fn cli(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(binary("ephemera"))
+        .args(args)
+        .env("EPHEMERA_ENDPOINT", endpoint)
+        .env("EPHEMERA_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run the CLI")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() {
+    let controllers = Controllers::start_with(1, 10_000, 2);
+    controllers.leader(Duration::from_secs(30)).await;
+    let endpoint = controllers.endpoint(1);
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let mut agents = vec![
+        Some(agent("node-a", ports[0], &endpoint, data.path())),
+        Some(agent("node-b", ports[1], &endpoint, data.path())),
+    ];
+    let code = data.path().join("slow");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(
+        code.join("handler.py"),
+        "import time\n\ndef main(args):\n    time.sleep(float(args.get('sleep', 0)))\n    return {'slept': args.get('sleep', 0)}\n",
+    )
+    .unwrap();
+    let out = cli(
+        &endpoint,
+        &[
+            "fn",
+            "deploy",
+            "--tenant",
+            "t",
+            "--name",
+            "slow",
+            "--dir",
+            code.to_str().unwrap(),
+            "--cmd",
+            "ephemera-python handler.py",
+            "--memory",
+            "64MiB",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut client = controllers.client(1).await.unwrap();
+    type Client =
+        ephemera_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;
+    async fn status(mut c: Client) -> ephemera_proto::v1::StatusReply {
+        c.status(authed(StatusRequest {
+            tenant: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+    }
+    wait_for("both agents up", Duration::from_secs(30), || {
+        let c = client.clone();
+        async move {
+            let s = status(c).await;
+            (s.nodes.len() == 2 && s.nodes.iter().all(|n| n.up)).then_some(())
+        }
+    })
+    .await;
+
+    // One slow invocation in flight, and one placement held on the same node.
+    let mut invoker = client.clone();
+    let inflight = tokio::spawn(async move {
+        invoker
+            .invoke(authed(InvokeRequest {
+                tenant: "t".into(),
+                name: "slow".into(),
+                input_json: r#"{"sleep": 20}"#.into(),
+                invocation_id: "slow-1".into(),
+            }))
+            .await
+    });
+    let victim = wait_for(
+        "the invocation to be placed",
+        Duration::from_secs(30),
+        || {
+            let c = client.clone();
+            async move {
+                let s = status(c).await;
+                s.nodes
+                    .iter()
+                    .find(|n| n.active_tasks == 1)
+                    .map(|n| n.node_id.clone())
+            }
+        },
+    )
+    .await;
+    // Wait until the instance is running there before killing its agent.
+    wait_for("the instance to start", Duration::from_secs(30), || {
+        let c = client.clone();
+        let victim = victim.clone();
+        async move {
+            let s = status(c).await;
+            s.instances
+                .iter()
+                .any(|i| i.node_id == victim && i.state == "busy")
+                .then_some(())
+        }
+    })
+    .await;
+    let held = loop {
+        let id = format!("held-{}", uuid_like());
+        let r = client
+            .place(authed(PlaceRequest {
+                tenant: "t".into(),
+                name: "slow".into(),
+                invocation_id: id.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        if r.node_id == victim {
+            break id;
+        }
+    };
+    let index = if victim == "node-a" { 0 } else { 1 };
+    let mut dead = agents[index].take().unwrap();
+    dead.0.kill().unwrap();
+    dead.0.wait().unwrap();
+    // Reaped: its Drop must not signal a pid that may be reused.
+    std::mem::forget(dead);
+
+    let err = inflight
+        .await
+        .unwrap()
+        .expect_err("the in-flight invocation must fail");
+    assert!(
+        err.message().contains(&victim) && err.message().contains("slow-1"),
+        "the error names the node and the invocation: {err:?}"
+    );
+
+    // After the timeout the node is down and its placements are released.
+    let s = wait_for(
+        "the dead agent to be marked down",
+        Duration::from_secs(30),
+        || {
+            let c = client.clone();
+            let victim = victim.clone();
+            async move {
+                let s = status(c).await;
+                s.nodes
+                    .iter()
+                    .any(|n| n.node_id == victim && !n.up)
+                    .then_some(s)
+            }
+        },
+    )
+    .await;
+    let dead = s.nodes.iter().find(|n| n.node_id == victim).unwrap();
+    assert_eq!(
+        (dead.active_tasks, dead.n_alloc, dead.n_req),
+        (0, 0, 0),
+        "{dead:?} still holds {held}"
+    );
+
+    // New invocations go to the survivor.
+    for _ in 0..3 {
+        let out = cli(
+            &endpoint,
+            &[
+                "invoke",
+                "t/slow",
+                "--input",
+                r#"{"sleep": 0}"#,
+                "--details",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_ne!(reply["node_id"], victim.as_str(), "{reply}");
+    }
+
+    // The victim restarts on its data dir: it clears what its killed run left
+    // (instance processes and cgroups) and rejoins.
+    agents[index] = Some(agent(&victim, ports[index], &endpoint, data.path()));
+    wait_for(
+        "the restarted agent to rejoin",
+        Duration::from_secs(30),
+        || {
+            let c = client.clone();
+            let victim = victim.clone();
+            async move {
+                let s = status(c).await;
+                s.nodes
+                    .iter()
+                    .any(|n| n.node_id == victim && n.up)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
