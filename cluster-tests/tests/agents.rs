@@ -56,7 +56,7 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     let endpoint = controllers.endpoint(1);
     let data = tempfile::tempdir().unwrap();
     let ports = free_ports(2);
-    let mut agents = vec![
+    let mut agents = [
         Some(agent("node-a", ports[0], &endpoint, data.path())),
         Some(agent("node-b", ports[1], &endpoint, data.path())),
     ];
