@@ -306,7 +306,7 @@ fn reply_of(f: &FunctionSpec, out: RunOutcome) -> Result<RunReply, Status> {
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn run(&self, request: Request<RunRequest>) -> Result<Response<RunReply>, Status> {
-        let req = request.into_inner();
+        let (metadata, _, req) = request.into_parts();
         let f = check_function(req.function)?;
         let input = parse_input(&f, &req.input_json)?;
         let code_dir = self.code_dir(&f, &req.code)?;
@@ -316,6 +316,8 @@ impl Agent for AgentService {
             req.invocation_id
         };
         let span = tracing::info_span!("agent_run", node = %self.inner.node_id, tenant = %f.tenant, function = %f.name, invocation = %invocation);
+        // Continue the controller's trace (W3C traceparent in the metadata).
+        ephemera_telemetry::set_parent_from(&span, &metadata);
         let activation = Activation {
             id: invocation.clone(),
             action_name: format!("{}/{}", f.tenant, f.name),
@@ -490,7 +492,10 @@ pub async fn run(
     fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("making {} executable", launcher.display()))?;
 
+    // With an instance image, the proxy, intercept and launcher are the image's.
+    let image_mode = config.runtime == RuntimeKind::Docker && config.instance_image.is_some();
     let intercept_lib = match &config.intercept_lib {
+        _ if image_mode => None,
         None => {
             tracing::warn!(node = %config.node_id, "no intercept library configured: functions run WITHOUT the memory tier");
             None
@@ -501,7 +506,7 @@ pub async fn run(
         }
         Some(p) => Some(p.clone()),
     };
-    if !config.proxy_bin.exists() {
+    if !image_mode && !config.proxy_bin.exists() {
         anyhow::bail!("proxy binary {} does not exist", config.proxy_bin.display());
     }
 
@@ -529,6 +534,7 @@ pub async fn run(
                     bin_dir: Some(bin_dir),
                 },
                 image: docker::DEFAULT_IMAGE.to_string(),
+                instance_image: config.instance_image.clone(),
                 network: config.docker_network.clone(),
                 owner: config.cgroup_name(),
             })?;

@@ -251,6 +251,9 @@ struct Slot {
     last_used: Instant,
     /// The limit it started with.
     initial: u64,
+    /// The span of the invocation waiting for it to start (its `reallocate`
+    /// on start is traced under it).
+    waiting: tracing::Span,
 }
 
 /// What the actor knows of a started instance.
@@ -376,10 +379,13 @@ impl TenantActor {
             let first = slot.queued == 1 && slot.started.is_some();
             if first {
                 // Loans are in place before the job can start.
-                let span = tracing::info_span!(parent: &job.span, "reallocate", instance = %id);
+                let span = reallocate_span(&job.span, &id, false);
                 self.memory_event(Event::Invoke(id.clone()))
-                    .instrument(span)
+                    .instrument(span.clone())
                     .await;
+                self.record_loans(&span, &id);
+            } else if slot.queued == 1 {
+                slot.waiting = job.span.clone();
             }
             let Some(slot) = self.instances.get_mut(&id) else {
                 let _ = job.reply.send(Err(TenantError::ShuttingDown));
@@ -455,6 +461,7 @@ impl TenantActor {
                 started: None,
                 invocations: 0,
                 last_used: Instant::now(),
+                waiting: tracing::Span::none(),
             },
         );
         id
@@ -482,10 +489,15 @@ impl TenantActor {
             profile,
         };
         let busy = slot.queued > 0;
+        let waiting = std::mem::replace(&mut slot.waiting, tracing::Span::none());
         self.pool.init(&id, member);
         self.persist();
         if busy {
-            self.memory_event(Event::Invoke(id)).await;
+            let span = reallocate_span(&waiting, &id, true);
+            self.memory_event(Event::Invoke(id.clone()))
+                .instrument(span.clone())
+                .await;
+            self.record_loans(&span, &id);
         }
     }
 
@@ -574,6 +586,19 @@ impl TenantActor {
     async fn memory_event(&mut self, ev: Event) {
         if self.pool_event(ev) {
             self.reconcile().await;
+        }
+    }
+
+    /// Records on a `reallocate` span what `id` lends and borrows after it.
+    fn record_loans(&self, span: &tracing::Span, id: &str) {
+        span.record("lent", self.pool.lent(id));
+        span.record("borrowed", self.pool.borrowed(id));
+        span.record(
+            "tenant_loaned",
+            self.pool.loans.iter().map(|l| l.bytes).sum::<u64>(),
+        );
+        if let Some(e) = self.pool.entries.get(id) {
+            span.record("limit", e.current);
         }
     }
 
@@ -758,6 +783,53 @@ fn sanitize(name: &str) -> String {
     }
 }
 
+/// The tenant actor's span for an `Invoke` memory event of instance `id`
+/// (`cold`: on its start), under the invocation's span.
+fn reallocate_span(parent: &tracing::Span, id: &str, cold: bool) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        parent: parent,
+        "reallocate",
+        instance = %id,
+        cold,
+        lent = Empty,
+        borrowed = Empty,
+        tenant_loaned = Empty,
+        limit = Empty,
+    )
+}
+
+/// The span of one activation in instance `id`; the tier's counters are
+/// recorded on it when the activation returns.
+fn instance_run_span(parent: &tracing::Span, id: &str, launcher_pid: u32) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        parent: parent,
+        "instance_run",
+        instance = %id,
+        launcher_pid,
+        tier_reads = Empty,
+        tier_writes = Empty,
+        tier_bytes_read = Empty,
+        tier_bytes_written = Empty,
+        tier_evictions = Empty,
+        tier_fallbacks = Empty,
+        mem_limit = Empty,
+    )
+}
+
+/// Records the tier's counters on `span`; returns them.
+fn record_tier(span: &tracing::Span, c: Counters) -> Counters {
+    span.record("tier_reads", c.reads);
+    span.record("tier_writes", c.writes);
+    span.record("tier_bytes_read", c.bytes_read);
+    span.record("tier_bytes_written", c.bytes_written);
+    span.record("tier_evictions", c.evictions);
+    span.record("tier_fallbacks", c.fallbacks);
+    span.record("mem_limit", c.mem_limit);
+    c
+}
+
 /// Owns one instance: starts it, runs its queue in order, stops it.
 async fn worker(
     runtime: Arc<dyn Runtime>,
@@ -813,10 +885,11 @@ async fn worker(
                 None => break,
             },
         };
+        let run_span = instance_run_span(&job.span, &id, launcher_pid);
         let res = tokio::select! {
             r = instance
                 .run(job.activation.clone())
-                .instrument(tracing::info_span!(parent: &job.span, "instance_run", instance = %id, launcher_pid)) => r,
+                .instrument(run_span.clone()) => r,
             _ = &mut kill => Err(RunError::Stopped),
         };
         let dead = res.as_ref().err().is_some_and(RunError::instance_dead);
@@ -843,7 +916,7 @@ async fn worker(
             Ok(out) => Ok(RunOutcome {
                 result: out.result,
                 duration: out.duration,
-                counters: limits.counters(),
+                counters: record_tier(&run_span, limits.counters()),
                 instance_id: id.clone(),
                 launcher_pid,
             }),
