@@ -215,6 +215,19 @@ impl Controllers {
             .into_inner())
     }
 
+    /// Waits until every running member has applied the same state; returns it.
+    pub async fn converged(&self) -> String {
+        wait_for("replicas to converge", Duration::from_secs(60), || async {
+            let mut states = Vec::new();
+            for id in self.running() {
+                states.push(self.dump(id).await.ok()?.state_json);
+            }
+            let first = states.first()?.clone();
+            states.iter().all(|s| *s == first).then_some(first)
+        })
+        .await
+    }
+
     /// Waits until the running members agree on one leader; returns it.
     pub async fn leader(&self, timeout: Duration) -> u64 {
         wait_for("an agreed leader", timeout, || async {

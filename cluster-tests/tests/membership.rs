@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ephemera_cluster_tests::{authed, binary, wait_for, Controllers, ADMIN_TOKEN};
+use ephemera_cluster_tests::{authed, binary, Controllers, ADMIN_TOKEN};
 use ephemera_proto::v1::{CodeFile, DeployRequest, FunctionSpec, PlaceRequest};
 
 fn cli(endpoint: &str, args: &[&str]) -> String {
@@ -21,18 +21,6 @@ fn cli(endpoint: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-async fn converged(cluster: &Controllers) -> String {
-    wait_for("replicas to converge", Duration::from_secs(60), || async {
-        let mut states = Vec::new();
-        for id in cluster.running() {
-            states.push(cluster.dump(id).await.ok()?.state_json);
-        }
-        let first = states.first()?.clone();
-        states.iter().all(|s| *s == first).then_some(first)
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +72,7 @@ async fn add_a_controller_then_remove_the_leader() {
         &["cluster", "add-member", "--id", "4", "--addr", &addr4],
     );
     assert!(out.contains("voters: [1, 2, 3, 4]"), "{out}");
-    converged(&cluster).await;
+    cluster.converged().await;
 
     let out = cli(
         &cluster.endpoint(4),
@@ -118,5 +106,5 @@ async fn add_a_controller_then_remove_the_leader() {
         tonic::Code::ResourceExhausted,
         "a committed refusal, not an outage"
     );
-    converged(&cluster).await;
+    cluster.converged().await;
 }

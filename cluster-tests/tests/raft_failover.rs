@@ -215,19 +215,6 @@ fn check_replica(
     );
 }
 
-/// Waits until every running member has applied the same state; returns it.
-async fn converged(cluster: &Controllers) -> String {
-    wait_for("replicas to converge", Duration::from_secs(60), || async {
-        let mut states = Vec::new();
-        for id in cluster.running() {
-            states.push(cluster.dump(id).await.ok()?.state_json);
-        }
-        let first = states.first()?.clone();
-        states.iter().all(|s| *s == first).then_some(first)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
     let mut cluster = Controllers::start(3, 10_000);
@@ -282,7 +269,7 @@ async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
     let placed = placed.lock().unwrap().clone();
     let released = released.lock().unwrap().clone();
     assert_eq!(placed.len(), 6 * 450);
-    let state = converged(&cluster).await;
+    let state = cluster.converged().await;
     for id in cluster.running() {
         let s: Value = serde_json::from_str(&cluster.dump(id).await.unwrap().state_json).unwrap();
         check_replica(id, &s, &placed, &released);
@@ -290,7 +277,7 @@ async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
 
     // The killed leader comes back and catches up.
     cluster.spawn(leader);
-    let caught_up = converged(&cluster).await;
+    let caught_up = cluster.converged().await;
     assert_eq!(caught_up, state);
 
     // All three restart: identical state.
@@ -301,7 +288,7 @@ async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
         cluster.spawn(id);
     }
     cluster.leader(Duration::from_secs(30)).await;
-    let restarted = converged(&cluster).await;
+    let restarted = cluster.converged().await;
     assert_eq!(restarted, state, "state after restarting all three");
     let s: Value = serde_json::from_str(&restarted).unwrap();
     check_replica(0, &s, &placed, &released);
@@ -349,7 +336,7 @@ async fn lagging_follower_catches_up_by_snapshot_and_restart_after_purge_keeps_s
     .await;
 
     cluster.spawn(lagging);
-    let state = converged(&cluster).await;
+    let state = cluster.converged().await;
     let d = cluster.dump(lagging).await.unwrap();
     assert!(
         d.snapshot_index >= purged,
@@ -369,7 +356,7 @@ async fn lagging_follower_catches_up_by_snapshot_and_restart_after_purge_keeps_s
     }
     cluster.leader(Duration::from_secs(30)).await;
     assert_eq!(
-        converged(&cluster).await,
+        cluster.converged().await,
         state,
         "state after restarting all three after purge"
     );
