@@ -368,6 +368,23 @@ pub async fn change_members(target: &Target, change: MemberChange) -> anyhow::Re
     anyhow::bail!("changing the controllers: the leader moved twice; retry")
 }
 
+/// `ephemera agent-health`: the agent answers its `Status` call.
+pub async fn agent_health(agent: &str) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(agent.to_string())
+        .with_context(|| format!("invalid agent endpoint {agent:?}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the agent at {agent}"))?;
+    let reply = ephemera_proto::v1::agent_client::AgentClient::new(channel)
+        .status(pb::AgentStatusRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("agent at {agent}: {}", s.message()))?;
+    println!("ok: {} instances", reply.into_inner().instances.len());
+    Ok(())
+}
+
 /// `ephemera status`.
 pub async fn status(target: &Target, tenant: &str, as_json: bool) -> anyhow::Result<()> {
     let mut client = connect(target).await?;

@@ -135,6 +135,17 @@ enum Cmd {
         /// Network mode of instance containers (docker runtime).
         #[arg(long, default_value = "none")]
         docker_network: String,
+        /// Create instance containers from this local image (which holds the
+        /// proxy, intercept and launcher under /opt/ephemera), mounting only
+        /// the instance and code dirs: for agents that run in a container.
+        #[arg(long)]
+        instance_image: Option<String>,
+    },
+    /// Exit 0 if the agent at --agent answers (for health checks).
+    AgentHealth {
+        /// The agent's endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:7200")]
+        agent: String,
     },
     /// Change the controllers' Raft membership (admin).
     Cluster {
@@ -201,6 +212,23 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
+    /// The thesis's mixed trace on one node: I/O task latency on disk, in the
+    /// tier without sharing and with each sharing scope; CPU task latency;
+    /// tenant actor decision time.
+    Sharing {
+        /// Random 8 KiB writes (and as many reads) of the I/O task.
+        #[arg(long, default_value_t = 500_000)]
+        io_ops: u64,
+        /// Size of the I/O task's file, MiB.
+        #[arg(long, default_value_t = 128)]
+        io_file_mib: u64,
+        /// Invocations of each task per scenario.
+        #[arg(long, default_value_t = 2)]
+        repetitions: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The memory tier against a plain directory and tmpfs (runs `tier-bench`).
     Tier {
         /// Arguments for tier-bench: [--ops N] [--size BYTES] [--reps N] [--no-limit] [--sweeps].
@@ -462,6 +490,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             sharing,
             idle_timeout_secs,
             docker_network,
+            instance_image,
         } => {
             let stop = stop_signal()?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -485,8 +514,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config.sharing = sharing;
             config.idle_timeout = Duration::from_secs(idle_timeout_secs.max(1));
             config.docker_network = docker_network;
+            config.instance_image = instance_image;
             ephemera_node_agent::run(config, listener, stopped(stop)).await
         }
+        Cmd::AgentHealth { agent } => cli::agent_health(&agent).await,
         Cmd::Cluster { command } => {
             let change = match command {
                 ClusterCmd::AddMember { id, addr } => cli::MemberChange::Add(id, addr),
@@ -550,6 +581,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Cmd::Bench { command } => match command {
+            BenchCmd::Sharing {
+                io_ops,
+                io_file_mib,
+                repetitions,
+                json,
+            } => {
+                let lib = artifacts::intercept_lib()
+                    .context("bench sharing needs libephemera_intercept.so next to this binary")?;
+                let mut opts =
+                    ephemera_node_agent::bench::MixOptions::new(artifacts::proxy_bin()?, lib);
+                opts.io_ops = io_ops;
+                opts.io_file_mib = io_file_mib;
+                opts.repetitions = repetitions.max(1);
+                let report = ephemera_node_agent::bench::sharing_mix(opts).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!("{report}");
+                }
+                Ok(())
+            }
             BenchCmd::Tier { args } => {
                 let bench = artifacts::tool("tier-bench")?;
                 let status = std::process::Command::new(&bench)

@@ -10,7 +10,7 @@ pub enum RuntimeKind {
     /// A child process in a fresh memory cgroup (the embedded default).
     #[default]
     Process,
-    /// Docker containers through the host engine (not built yet).
+    /// Docker containers through the host engine.
     Docker,
 }
 
@@ -69,6 +69,14 @@ pub struct AgentConfig {
     pub sharing: SharingScope,
     /// Network mode of instance containers (docker runtime only).
     pub docker_network: String,
+    /// Docker runtime only: create instance containers from this local image
+    /// (e.g. `ephemera/python:dev`), which holds the proxy, intercept and
+    /// launchers under `/opt/ephemera`; only the instance and code
+    /// directories are mounted. Needed when the agent itself runs in a
+    /// container. `None`: an empty image plus the host's `/usr`, `/lib`, ...
+    /// and the agent's own `proxy_bin`/`intercept_lib` (see
+    /// [`crate::runtime::docker`]).
+    pub instance_image: Option<String>,
 }
 
 impl AgentConfig {
@@ -95,6 +103,7 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(1),
             sharing: SharingScope::Tenant,
             docker_network: "none".into(),
+            instance_image: None,
         }
     }
 

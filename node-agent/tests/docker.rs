@@ -228,3 +228,233 @@ async fn containers_run_warm_share_memory_and_are_removed() {
     agent.stop().await;
     assert!(containers_of(&owner).is_empty(), "containers left behind");
 }
+
+/// An action-loop launcher in plain `sh`: each activation writes the request
+/// line to a file in the tier directory and reads it back, so the tier serves
+/// it (dash is dynamically linked: the intercept is preloaded into it).
+const SH_FUNCTION: &str = r#"while IFS= read -r line; do
+  echo "$line" > "$TMPDIR/req"
+  IFS= read -r back < "$TMPDIR/req"
+  if [ "$back" = "$line" ]; then same=true; else same=false; fi
+  case "$line" in
+    *wait*) while ! [ -e "$TMPDIR/end" ]; do sleep 0.01; done; rm -f "$TMPDIR/end";;
+  esac
+  echo "{\"same\": $same}" >&3
+done
+"#;
+
+/// The image for the instance-image test: `EPHEMERA_TEST_IMAGE`, else
+/// `ephemera/python:dev` when compose built it, else a minimal image built
+/// here from this build's proxy and intercept plus the host's dash. Returns
+/// the image and whether this test built it (and must remove it).
+fn test_image() -> (String, bool) {
+    if let Ok(image) = std::env::var("EPHEMERA_TEST_IMAGE") {
+        return (image, false);
+    }
+    let exists = |image: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if std::env::var_os("EPHEMERA_TEST_BUILD_IMAGE").is_none() && exists("ephemera/python:dev") {
+        return ("ephemera/python:dev".into(), false);
+    }
+    let image = format!("ephemera/node-agent-test:{}", std::process::id());
+    let ctx = tempfile::tempdir().expect("tempdir");
+    let root = ctx.path().join("root");
+    let put = |dest: &str, src: &std::path::Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let d = root.join(dest.trim_start_matches('/'));
+        std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+        std::fs::copy(src, &d).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let proxy = std::path::PathBuf::from(env!("CARGO_BIN_EXE_ephemera-proxy"));
+    let dash = ["/usr/bin/dash", "/bin/dash", "/bin/sh"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect("a /bin/sh to put in the test image");
+    let dash = std::fs::canonicalize(dash).unwrap();
+    put("/opt/ephemera/bin/ephemera-proxy", &proxy, 0o755);
+    put(
+        "/opt/ephemera/bin/ephemera-python",
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/launcher/ephemera-python"),
+        0o755,
+    );
+    if let Some(so) = common::intercept_lib() {
+        put("/opt/ephemera/lib/libephemera_intercept.so", &so, 0o755);
+    }
+    put("/bin/sh", &dash, 0o755);
+    let sleep = std::fs::canonicalize("/bin/sleep").expect("/bin/sleep for the test image");
+    put("/bin/sleep", &sleep, 0o755);
+    // Shared libraries at the paths ldd names (the loader's own included).
+    for bin in [&proxy, &dash, &sleep] {
+        let out = Command::new("ldd").arg(bin).output().expect("ldd");
+        for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if word.starts_with('/') && std::path::Path::new(word).exists() {
+                let src = std::fs::canonicalize(word).unwrap();
+                put(word, &src, 0o755);
+            }
+        }
+    }
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\n",
+    )
+    .unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &image])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("docker build");
+    assert!(
+        built.status.success(),
+        "building the test image: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    (image, true)
+}
+
+fn inspect(container: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, container])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Instance-image mode (an agent that runs in a container): containers come
+/// from the image, only the code and instance directories are mounted, the
+/// image's proxy and intercept serve the function, memory is lent through
+/// `update_container`, and the container's cgroup is found by container id
+/// alone (no pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_image_mode_mounts_only_instance_and_code() {
+    if !docker_available() {
+        return;
+    }
+    let (image, built) = test_image();
+    eprintln!("instance image: {image} (built here: {built})");
+    struct RemoveImage(Option<String>);
+    impl Drop for RemoveImage {
+        fn drop(&mut self) {
+            if let Some(i) = self.0.take() {
+                let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
+            }
+        }
+    }
+    let _cleanup = RemoveImage(built.then(|| image.clone()));
+    let img = image.clone();
+    let mut agent = TestAgent::start_with("test-docker-image", move |c| {
+        c.runtime = RuntimeKind::Docker;
+        c.instance_image = Some(img);
+        // The image's own proxy and intercept must be used, not these.
+        c.proxy_bin = "/nonexistent/ephemera-proxy".into();
+        c.intercept_lib = Some("/nonexistent/libephemera_intercept.so".into());
+    })
+    .await;
+    let (code, digest) = code_of(&[("fn.sh", SH_FUNCTION)]);
+    let mut io = function("acme", "io", "sh fn.sh", &digest, 150 * MIB);
+    io.profile = Some(Profile {
+        u_max_bytes: 10 * MIB,
+        f_max_bytes: 240 * MIB,
+        measured: true,
+    });
+    let mut last = None;
+    for n in 0..5 {
+        let r = invoke(&mut agent.client, &io, &code, &format!(r#"{{"n": {n}}}"#))
+            .await
+            .unwrap_or_else(|s| panic!("image-mode invocation {n}: {s}"));
+        let v: serde_json::Value = serde_json::from_str(&r.result_json).unwrap();
+        assert_eq!(v["same"].as_bool(), Some(true), "{v}");
+        if let Some(prev) = &last {
+            let prev: &ephemera_proto::v1::RunReply = prev;
+            assert_eq!(prev.instance_id, r.instance_id, "warm");
+        }
+        last = Some(r);
+    }
+    let last = last.unwrap();
+    let container = format!("ephemera-{}", last.instance_id);
+    assert_eq!(inspect(&container, "{{.Config.Image}}"), image);
+    let binds: Vec<String> =
+        serde_json::from_str(&inspect(&container, "{{json .HostConfig.Binds}}")).unwrap();
+    assert_eq!(binds.len(), 2, "only code and instance dirs: {binds:?}");
+    let instance_dir = agent.data.path().join("instances").join(&last.instance_id);
+    assert!(
+        binds
+            .iter()
+            .any(|b| b == &format!("{0}:{0}:rw", instance_dir.display())),
+        "{binds:?}"
+    );
+    assert!(binds.iter().any(|b| b.ends_with(":ro")), "{binds:?}");
+    let entry = inspect(&container, "{{json .Config.Entrypoint}}");
+    assert!(
+        entry.contains("/opt/ephemera/bin/ephemera-proxy"),
+        "{entry}"
+    );
+    if common::intercept_lib().is_some() || !built {
+        let t = last.tier.unwrap();
+        assert!(
+            t.writes > 0 && t.reads > 0,
+            "the image's intercept served the container's I/O: {t:?}"
+        );
+    }
+    // The cgroup by id only (what a containerised agent does).
+    let full_id = inspect(&container, "{{.Id}}");
+    let cg = ephemera_node_agent::runtime::cgroup::Cgroup::of_container(&full_id, None)
+        .expect("the container's cgroup, found by id");
+    assert!(cg.usage().is_some_and(|u| u > 0), "usage readable");
+
+    // A CPU function lends to the I/O one while both run (docker inspect).
+    let mut cpu = function("acme", "cpu", "sh fn.sh", &digest, 300 * MIB);
+    cpu.profile = Some(Profile {
+        u_max_bytes: 10 * MIB,
+        f_max_bytes: 0,
+        measured: true,
+    });
+    let (mut client, c, k) = (agent.client.clone(), cpu.clone(), code.clone());
+    let cpu_run = tokio::spawn(async move { invoke(&mut client, &c, &k, r#""wait""#).await });
+    wait_status(&mut agent, "cpu busy", |st| {
+        st.iter().any(|s| s.function == "cpu" && s.state == "busy")
+    })
+    .await;
+    let (mut client, i, k) = (agent.client.clone(), io.clone(), code.clone());
+    let io_run = tokio::spawn(async move { invoke(&mut client, &i, &k, r#""wait""#).await });
+    let need = 275 * MIB;
+    let st = wait_status(&mut agent, "io borrows", |st| {
+        st.iter()
+            .any(|s| s.function == "io" && s.limit_bytes == need)
+    })
+    .await;
+    let cpu_id = st
+        .iter()
+        .find(|s| s.function == "cpu")
+        .unwrap()
+        .instance_id
+        .clone();
+    let cpu_container = format!("ephemera-{cpu_id}");
+    assert_eq!(inspect_memory(&container), (need, need), "borrowed");
+    assert_eq!(
+        inspect_memory(&cpu_container),
+        (175 * MIB, 175 * MIB),
+        "lent"
+    );
+    let end = |id: &str| agent.data.path().join("instances").join(id).join("tmp/end");
+    std::fs::write(end(&last.instance_id), b"").unwrap();
+    io_run.await.unwrap().expect("io run");
+    std::fs::write(end(&cpu_id), b"").unwrap();
+    cpu_run.await.unwrap().expect("cpu run");
+    wait_status(&mut agent, "limits back", |st| {
+        st.iter().all(|s| s.limit_bytes == s.initial_limit_bytes)
+    })
+    .await;
+    assert_eq!(inspect_memory(&container), (150 * MIB, 150 * MIB));
+    assert_eq!(inspect_memory(&cpu_container), (300 * MIB, 300 * MIB));
+    let owner = agent.cgroup.clone();
+    agent.stop().await;
+    assert!(containers_of(&owner).is_empty(), "containers left behind");
+}

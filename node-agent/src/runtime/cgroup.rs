@@ -56,6 +56,12 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> C
     }
 }
 
+/// Where a containerised agent finds the host's cgroup tree (mounted
+/// read-only, e.g. `-v /sys/fs/cgroup:/host/sys/fs/cgroup:ro`) to read the
+/// usage of its sibling instance containers; `EPHEMERA_HOST_CGROUP` names
+/// another place.
+pub const HOST_CGROUP_ROOTS: &[&str] = &["/host/sys/fs/cgroup"];
+
 /// Which cgroup hierarchy this node uses for its instances.
 #[derive(Debug, Clone)]
 pub enum Driver {
@@ -240,6 +246,64 @@ impl Cgroup {
             v2: true,
             has_memsw: false,
         })
+    }
+
+    /// The memory cgroup of docker container `id` (the full id), seen from
+    /// wherever the agent runs. Never trusts a pid alone: a pid from `docker
+    /// inspect` is a host pid, which names another process (or none) when the
+    /// agent runs in its own pid namespace, so `/proc/<pid>/cgroup` is only
+    /// used when the path it names holds the container id. Otherwise the
+    /// usual layouts (cgroupfs `docker/<id>`, systemd
+    /// `system.slice/docker-<id>.scope`) are looked up under `/sys/fs/cgroup`
+    /// and under [`HOST_CGROUP_ROOTS`] (where a containerised agent gets the
+    /// host's cgroup tree mounted read-only).
+    pub fn of_container(id: &str, pid: Option<u32>) -> Option<Cgroup> {
+        if id.is_empty() {
+            return None;
+        }
+        if let Some(cg) = pid.and_then(Cgroup::of_pid) {
+            if cg.path.to_string_lossy().contains(id) {
+                return Some(cg);
+            }
+        }
+        let mut roots: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup")];
+        if let Some(extra) = std::env::var_os("EPHEMERA_HOST_CGROUP") {
+            roots.push(PathBuf::from(extra));
+        }
+        roots.extend(HOST_CGROUP_ROOTS.iter().map(PathBuf::from));
+        Cgroup::of_container_in(id, &roots)
+    }
+
+    /// As [`Cgroup::of_container`] without the pid, under cgroup mounts `roots`.
+    pub fn of_container_in(id: &str, roots: &[PathBuf]) -> Option<Cgroup> {
+        if id.is_empty() {
+            return None;
+        }
+        let rels = [
+            format!("docker/{id}"),
+            format!("system.slice/docker-{id}.scope"),
+        ];
+        for root in roots {
+            for rel in &rels {
+                let v1 = root.join("memory").join(rel);
+                if v1.join("memory.limit_in_bytes").exists() {
+                    return Some(Cgroup {
+                        has_memsw: v1.join("memory.memsw.limit_in_bytes").exists(),
+                        path: v1,
+                        v2: false,
+                    });
+                }
+                let v2 = root.join(rel);
+                if v2.join("memory.max").exists() {
+                    return Some(Cgroup {
+                        path: v2,
+                        v2: true,
+                        has_memsw: false,
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// Times the kernel's OOM killer fired in this cgroup.
@@ -437,6 +501,29 @@ mod tests {
             fs::read_to_string(dir.join("memory.limit_in_bytes")).unwrap(),
             "950"
         );
+    }
+
+    #[test]
+    fn container_cgroup_found_by_id_under_a_host_mount() {
+        let own = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let id = "4d8d38f7260834f4858272f67986110e1fd7db481e31e131718c451a44ca3546";
+        let dir = host.path().join("memory/docker").join(id);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("memory.limit_in_bytes"), "100").unwrap();
+        fs::write(dir.join("memory.usage_in_bytes"), "70").unwrap();
+        let roots = [own.path().to_path_buf(), host.path().to_path_buf()];
+        let cg = Cgroup::of_container_in(id, &roots).expect("found");
+        assert_eq!(cg.path(), dir);
+        assert_eq!(cg.usage(), Some(70));
+        assert!(Cgroup::of_container_in("other", &roots).is_none());
+        assert!(Cgroup::of_container_in("", &roots).is_none());
+        // systemd layout, v2
+        let v2 = host.path().join(format!("system.slice/docker-{id}.scope"));
+        fs::remove_dir_all(host.path().join("memory")).unwrap();
+        fs::create_dir_all(&v2).unwrap();
+        fs::write(v2.join("memory.max"), "max").unwrap();
+        assert_eq!(Cgroup::of_container_in(id, &roots).unwrap().path(), v2);
     }
 
     #[test]

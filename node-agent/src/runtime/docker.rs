@@ -3,15 +3,42 @@
 //! `memory == memory_swap`, resized with `update_container`, killed and
 //! removed at the end.
 //!
-//! The engine has no registry, so the image is local: an empty image
-//! (`docker import` of an empty tar, i.e. `FROM scratch`) plus read-only bind
-//! mounts of the host's `/usr`, `/lib*`, `/bin`, `/sbin` and `/etc`; the
-//! proxy, the intercept library, the launcher directory, the code directory
-//! (read-only) and the instance directory (control block, tier, socket) are
-//! mounted at the same paths as on the host, so the agent talks to the proxy
-//! through the same unix socket path and maps the same control block. The
-//! container shares the host's pid namespace so launcher pids mean the same
-//! thing everywhere.
+//! Two ways to give a container its root file system:
+//!
+//! - **Host rootfs** (no [`DockerOptions::instance_image`]; for an agent that
+//!   runs directly on the host). The engine has no registry, so the image is
+//!   local: an empty image (`docker import` of an empty tar, i.e. `FROM
+//!   scratch`) plus read-only bind mounts of the host's `/usr`, `/lib*`,
+//!   `/bin`, `/sbin` and `/etc`; the proxy, the intercept library and the
+//!   launcher directory are the agent's own files, mounted at the same paths.
+//! - **Instance image** ([`DockerOptions::instance_image`], e.g.
+//!   `ephemera/python:dev` from `compose/build-images.sh`; for an agent that
+//!   itself runs in a container, whose files do not exist on the host). The
+//!   image holds the runtime (`/bin/sh`, python3) and Ephemera's pieces at
+//!   fixed paths: [`IMAGE_PROXY`], [`IMAGE_INTERCEPT`] and the launchers in
+//!   [`IMAGE_BIN_DIR`]; those are what the proxy runs and preloads, whatever
+//!   the agent's own `proxy_bin`/`intercept_lib` say. The image is never
+//!   pulled or created: it must exist locally.
+//!
+//! In both modes the code directory (read-only) and the instance directory
+//! (control block, tier, proxy socket, logs; read-write) are bind-mounted at
+//! the same path as the agent sees them. Docker resolves bind sources on the
+//! host, so a containerised agent must have its data directory mounted at the
+//! **same path** on the host and in its container (compose does); then the
+//! agent, the proxy and the function share the very same socket and
+//! `MAP_SHARED` control block.
+//!
+//! Namespaces. Instance containers share the host's pid namespace, so the
+//! launcher pid an instance reports is a host pid. Nothing in the agent
+//! compares or signals pids: the proxy kills its own launcher, and the
+//! container's memory cgroup (read for usage and peak) is found by the
+//! container id ([`Cgroup::of_container`]), never by trusting a host pid in
+//! the agent's `/proc`, which names another process when the agent has its
+//! own pid namespace. A containerised agent therefore needs no `pid: host`;
+//! to read its instances' memory usage (safeguard, profiling peak) it needs
+//! the host's cgroup tree at `/host/sys/fs/cgroup` (read-only). Without it,
+//! usage is unknown: limits are still applied and OOM kills still detected
+//! (`docker inspect`), and the tier's own safeguard flag still works.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +64,13 @@ use crate::proxy::client::ProxyClient;
 /// The local image every instance container starts from.
 pub const DEFAULT_IMAGE: &str = "ephemera/host-rootfs:latest";
 
+/// The proxy inside an instance image.
+pub const IMAGE_PROXY: &str = "/opt/ephemera/bin/ephemera-proxy";
+/// The intercept library inside an instance image.
+pub const IMAGE_INTERCEPT: &str = "/opt/ephemera/lib/libephemera_intercept.so";
+/// The launchers (`ephemera-python`) inside an instance image.
+pub const IMAGE_BIN_DIR: &str = "/opt/ephemera/bin";
+
 /// Label naming the agent that owns a container.
 const OWNER_LABEL: &str = "ephemera.owner";
 
@@ -48,8 +82,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct DockerOptions {
     /// Paths shared with the process runtime (instances, proxy, intercept, launchers).
     pub paths: ProcessOptions,
-    /// Image to run; created (empty) if missing.
+    /// Host-rootfs mode: the empty image; created if missing.
     pub image: String,
+    /// Instance-image mode: a local image holding the runtime and
+    /// `/opt/ephemera` (see the module doc); `None` for host-rootfs mode.
+    pub instance_image: Option<String>,
     /// Container network mode (`none`, `host`, `bridge`, ...).
     pub network: String,
     /// Label value marking this agent's containers (its cgroup name).
@@ -92,9 +129,42 @@ impl DockerRuntime {
         self.docker.ping().await.is_ok()
     }
 
+    /// The image containers are created from.
+    fn image_name(&self) -> &str {
+        self.opts
+            .instance_image
+            .as_deref()
+            .unwrap_or(&self.opts.image)
+    }
+
+    /// The proxy, intercept and launcher paths as seen inside a container.
+    fn container_paths(&self) -> ProcessOptions {
+        match &self.opts.instance_image {
+            None => self.opts.paths.clone(),
+            Some(_) => ProcessOptions {
+                instances_dir: self.opts.paths.instances_dir.clone(),
+                proxy_bin: PathBuf::from(IMAGE_PROXY),
+                intercept_lib: Some(PathBuf::from(IMAGE_INTERCEPT)),
+                bin_dir: Some(PathBuf::from(IMAGE_BIN_DIR)),
+            },
+        }
+    }
+
     async fn ensure_image(&self) -> Result<(), RuntimeError> {
         self.image
             .get_or_try_init(|| async {
+                if let Some(image) = &self.opts.instance_image {
+                    return match self.docker.inspect_image(image).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(RuntimeError::Io {
+                            what: format!(
+                                "instance image {image} is not in the local engine \
+                                 (build it with compose/build-images.sh; nothing is pulled)"
+                            ),
+                            source: std::io::Error::other(e.to_string()),
+                        }),
+                    };
+                }
                 if self.docker.inspect_image(&self.opts.image).await.is_ok() {
                     return Ok(());
                 }
@@ -169,41 +239,53 @@ impl DockerRuntime {
             function: spec.qualified(),
             reason,
         };
-        let p = &self.opts.paths;
+        let p = self.container_paths();
+        let host_rootfs = self.opts.instance_image.is_none();
         let mut binds = Vec::new();
-        for host in [
-            "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc",
-        ] {
-            if Path::new(host).exists() {
-                binds.push(format!("{host}:{host}:ro"));
+        let mut ro = vec![spec.code_dir.clone()];
+        if host_rootfs {
+            for host in [
+                "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc",
+            ] {
+                if Path::new(host).exists() {
+                    binds.push(format!("{host}:{host}:ro"));
+                }
             }
+            ro.push(p.proxy_bin.clone());
+            ro.extend(p.intercept_lib.clone());
+            ro.extend(p.bin_dir.clone());
         }
-        let mut ro = vec![p.proxy_bin.clone(), spec.code_dir.clone()];
-        ro.extend(p.intercept_lib.clone());
-        ro.extend(p.bin_dir.clone());
         for path in ro {
             let path = std::fs::canonicalize(&path).unwrap_or(path);
             binds.push(format!("{0}:{0}:ro", path.display()));
         }
         binds.push(format!("{0}:{0}:rw", dir.display()));
         let limit = i64::try_from(spec.memory_bytes).unwrap_or(i64::MAX);
-        let cmd: Vec<String> = std::iter::once(p.proxy_bin.display().to_string())
-            .chain(
-                proxy_args(p, spec, dir, tier, control)
-                    .into_iter()
-                    .map(|a| a.to_string_lossy().into_owned()),
-            )
+        let args: Vec<String> = proxy_args(&p, spec, dir, tier, control)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
             .collect();
+        // Host rootfs: no entrypoint, the command is the proxy. Image: the
+        // proxy is the entrypoint (whatever the image's own is); its env
+        // (PATH to python3, LANG) is kept.
+        let (entrypoint, cmd, env) = if host_rootfs {
+            let cmd = std::iter::once(p.proxy_bin.display().to_string())
+                .chain(args)
+                .collect();
+            let path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+            (None, cmd, Some(vec![path.to_string()]))
+        } else {
+            (Some(vec![p.proxy_bin.display().to_string()]), args, None)
+        };
         let mut labels = HashMap::new();
         labels.insert("ephemera.instance".to_string(), spec.instance_id.clone());
         labels.insert("ephemera.function".to_string(), spec.qualified());
         labels.insert(OWNER_LABEL.to_string(), self.opts.owner.clone());
         let body = ContainerCreateBody {
-            image: Some(self.opts.image.clone()),
+            image: Some(self.image_name().to_string()),
+            entrypoint,
             cmd: Some(cmd),
-            env: Some(vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ]),
+            env,
             working_dir: Some("/".into()),
             labels: Some(labels),
             host_config: Some(HostConfig {
@@ -255,14 +337,23 @@ impl DockerRuntime {
                 }
             }
         };
-        let pid = self
-            .docker
-            .inspect_container(name, None)
-            .await
-            .ok()
+        let inspect = self.docker.inspect_container(name, None).await.ok();
+        let id = inspect
+            .as_ref()
+            .and_then(|s| s.id.clone())
+            .unwrap_or_default();
+        let pid = inspect
             .and_then(|s| s.state?.pid)
             .and_then(|p| u32::try_from(p).ok());
-        Ok((client, pid.and_then(Cgroup::of_pid)))
+        let cgroup = Cgroup::of_container(&id, pid);
+        if cgroup.is_none() {
+            tracing::warn!(
+                container = name,
+                "cannot find the container's memory cgroup (a containerised agent needs the host's \
+                 /sys/fs/cgroup at /host/sys/fs/cgroup): its memory usage is unknown"
+            );
+        }
+        Ok((client, cgroup))
     }
 
     /// Removes containers an earlier run of this agent left behind.

@@ -1,0 +1,62 @@
+//! The issue-5 bench with tiny sizes, so it cannot rot: every scenario runs
+//! through the real process runtime, proxy, launcher and intercept.
+
+mod common;
+
+use ephemera_node_agent::bench::{sharing_mix, MixOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_mix_runs_with_tiny_sizes() {
+    let Some(so) = common::intercept_lib() else {
+        eprintln!("!!! SKIPPING the bench test: no intercept library");
+        return;
+    };
+    let mut o = MixOptions::new(env!("CARGO_BIN_EXE_ephemera-proxy"), so);
+    o.io_file_mib = 4;
+    o.io_ops = 2000;
+    o.cpu_rounds = Some(30);
+    o.repetitions = 1;
+    o.decision_rounds = 1000;
+    let report = sharing_mix(o).await.expect("bench");
+    let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "disk",
+            "none",
+            "function",
+            "workflow",
+            "workflow-seq",
+            "tenant"
+        ]
+    );
+    for s in &report.scenarios {
+        assert!(s.io_mean_ms > 0.0 && s.cpu_mean_ms > 0.0, "{s:?}");
+        if s.tier {
+            assert!(s.io_tier_bytes > 0, "the tier served {}: {s:?}", s.name);
+        }
+    }
+    let lim = |n: &str| report.scenario(n).unwrap().io_limit_mib;
+    // Sharing only where a lender of the same scope runs concurrently.
+    assert_eq!(lim("none"), 150.0);
+    assert_eq!(lim("function"), 150.0);
+    assert_eq!(lim("workflow-seq"), 150.0);
+    assert!(lim("tenant") > 150.0, "tenant scope borrows: {report}");
+    assert!(lim("workflow") > 150.0, "workflow scope borrows: {report}");
+    // Next to an idle borrower, the CPU instance lends only with sharing.
+    let cpu_lim = |n: &str| report.scenario(n).unwrap().cpu_limit_idle_partner_mib;
+    assert_eq!(cpu_lim("none"), 300.0);
+    assert!(cpu_lim("tenant") < 300.0, "lent: {report}");
+    for n in ["disk", "none", "tenant"] {
+        assert!(report
+            .scenario(n)
+            .unwrap()
+            .cpu_idle_partner_mean_ms
+            .is_some());
+    }
+    assert_eq!(report.decision.len(), 2);
+    let text = report.to_string();
+    assert!(text.contains("decision time"), "{text}");
+    serde_json::to_string(&report).expect("serialize");
+    eprintln!("{text}");
+}
