@@ -180,9 +180,9 @@ pub fn replay(
         println!(
             "{:<10} {:>12} {:>12} {:>12}  {}",
             row["node_id"].as_str().unwrap_or(""),
-            row["demand_mib"],
-            row["allocated_mib"],
-            row["served_mib"],
+            row["demand_mib"].as_u64().unwrap_or(0),
+            row["allocated_mib"].as_u64().unwrap_or(0),
+            row["served_mib"].as_u64().unwrap_or(0),
             row["tasks"].as_array().map(|a| a.len()).unwrap_or(0)
         );
     }
@@ -265,8 +265,8 @@ pub fn time_decisions(policy: Policy, sizes: &[usize], as_json: bool) -> anyhow:
         for r in &rows {
             println!(
                 "{:>8} {:>8} {:>12.3} {:>20.3}",
-                r["nodes"],
-                r["rounds"],
+                r["nodes"].as_u64().unwrap_or(0),
+                r["rounds"].as_u64().unwrap_or(0),
                 r["us_per_decision"].as_f64().unwrap_or(0.0),
                 r["us_per_schedule_complete"].as_f64().unwrap_or(0.0)
             );
