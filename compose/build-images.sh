@@ -7,7 +7,8 @@
 #                               lib/libephemera_intercept.so}
 #   ephemera/agent-process:dev  ephemera/python:dev + /opt/ephemera/bin/ephemera
 #                               (agents on the process runtime; see README.md)
-#   (collector)                 slot: built when a collector package exists
+#   ephemera/otel-collector:dev FROM scratch: static `ephemera-collector`, once the
+#                               workspace's collector is real (docker-compose.otel.yml)
 #
 # Idempotent: cargo and the Docker layer cache make a rerun with no source
 # change a no-op (about 15 s, mostly staging the Python tree).
@@ -306,16 +307,47 @@ stage_agent_process() {
     sed "s#^FROM ephemera/python:dev#FROM ephemera/python:$tag#" "$here/images/agent-process.Dockerfile" >"$ctx/Dockerfile"
 }
 
-# ---- (c) the OTLP collector (slot) -------------------------------------------
+# ---- (c) the OTLP collector -------------------------------------------------
+# Built when the workspace has the `ephemera-collector` binary; the image is
+# made only once the binary is a real collector (its --help offers --listen),
+# so a placeholder does not put a dead service into the cluster. The compose
+# service lives in docker-compose.otel.yml, used when this image exists.
+collector_pkg_dir() { # prints the package dir holding [[bin]] $collector_pkg
+    local m
+    for m in "$repo"/*/Cargo.toml; do
+        if grep -qs "^name = \"$collector_pkg\"" "$m"; then dirname "$m"; return; fi
+    done
+}
 build_collector() {
-    # TODO(issue 6): when the workspace has a collector (package $collector_pkg,
-    # built from opentelemetry-proto), build it static like `ephemera`, stage it
-    # FROM scratch as ephemera/otel-collector:$tag and enable the otel-collector
-    # service in docker-compose.yml.
-    if grep -qs "name = \"$collector_pkg\"" "$repo"/*/Cargo.toml; then
-        die "package $collector_pkg exists but build-images.sh does not build it yet (fill in build_collector)"
+    local dir pkg ctx bin
+    dir="$(collector_pkg_dir)"
+    if [[ -z "$dir" ]]; then
+        log "no $collector_pkg binary in the workspace yet: skipping the collector image"; return
     fi
-    log "no collector package ($collector_pkg) in the workspace yet: skipping the collector image"
+    pkg="$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)"
+    bin="$static_out/$collector_pkg"
+    if [[ "${EPHEMERA_SKIP_CARGO:-0}" != 1 ]]; then
+        # Its own cargo run: features resolve as for the collector alone, so
+        # the binaries above are not rebuilt.
+        ( cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
+            cargo build --release --target "$triple" -p "$pkg" --bin "$collector_pkg" ) \
+            || die "static build of $collector_pkg failed (cargo output above)"
+    fi
+    [[ -x "$bin" ]] || die "$bin missing after the build"
+    is_static "$bin" || die "$bin is not statically linked"
+    if ! "$bin" --help 2>/dev/null | grep -q -- '--listen'; then
+        log "$collector_pkg has no --listen yet (a placeholder): no collector image"
+        docker rmi "ephemera/otel-collector:$tag" >/dev/null 2>&1 || true
+        return
+    fi
+    ctx="$stage_dir/otel-collector"
+    fresh_dir "$ctx"; mkdir -p "$ctx/root/data" "$ctx/root/tmp"; chmod 1777 "$ctx/root/tmp"
+    install -m 0755 "$bin" "$ctx/root/ephemera-collector"
+    strip --strip-debug "$ctx/root/ephemera-collector"
+    printf 'FROM scratch\nCOPY root/ /\nENTRYPOINT ["/ephemera-collector"]\nCMD ["--listen", "0.0.0.0:4317", "--out", "/data/spans.jsonl"]\n' >"$ctx/Dockerfile"
+    build_image "ephemera/otel-collector:$tag" "$ctx"
+    docker run --rm "ephemera/otel-collector:$tag" --help >/dev/null \
+        || die "ephemera/otel-collector:$tag does not run (docker run --rm ephemera/otel-collector:$tag --help)"
 }
 
 # ---- main --------------------------------------------------------------------
@@ -339,7 +371,7 @@ if wants agent-process; then
     step "stage ephemera/agent-process" stage_agent_process
     step "docker build ephemera/agent-process" build_image "ephemera/agent-process:$tag" "$stage_dir/agent-process"
 fi
-if wants collector; then step "collector (slot)" build_collector; fi
+if wants collector; then step "collector" build_collector; fi
 remove_superseded
 
 echo

@@ -10,8 +10,14 @@
 set -Eeuo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
-project=ephemera
-endpoint="${EPHEMERA_UP_ENDPOINT:-http://127.0.0.1:7101}"
+project="${EPHEMERA_PROJECT:-ephemera}"   # also names containers and networks
+export EPHEMERA_PROJECT="$project"
+# The collector service when its image exists (build-images.sh builds it once the collector is real).
+compose_files=(-f docker-compose.yml)
+if [[ -n "$(docker images -q "ephemera/otel-collector:${EPHEMERA_TAG:-dev}" 2>/dev/null)" ]]; then
+    compose_files+=(-f docker-compose.otel.yml)
+fi
+endpoint="${EPHEMERA_UP_ENDPOINT:-http://127.0.0.1:${EPHEMERA_PORT_CONTROLLER_1:-7101}}"
 timeout="${EPHEMERA_UP_TIMEOUT:-120}"
 data_root="${EPHEMERA_DATA_ROOT:-/var/lib/ephemera}"
 target_dir="${EPHEMERA_TARGET_DIR:-$(cd "$here/.." && pwd)/target-static}"
@@ -31,9 +37,40 @@ done
 # Agent data dirs live at the same path on the host and in the containers.
 for n in "${nodes[@]}"; do mkdir -p "$data_root/$n"; done
 
+# One admin token for the three controllers: EPHEMERA_ADMIN_TOKEN, else the
+# one kept in the data root (down.sh removes it), else a new one. The CLI
+# finds it in its credentials file, under each controller's endpoint.
+token_file="$data_root/admin-token"
+if [[ -z "${EPHEMERA_ADMIN_TOKEN:-}" ]]; then
+    if [[ ! -s "$token_file" ]]; then
+        (umask 077; python3 -c 'import secrets; print("eph_" + secrets.token_hex(32))' >"$token_file")
+    fi
+    EPHEMERA_ADMIN_TOKEN="$(cat "$token_file")"
+fi
+export EPHEMERA_ADMIN_TOKEN
+export EPHEMERA_TOKEN="$EPHEMERA_ADMIN_TOKEN"
+creds="${EPHEMERA_CREDENTIALS:-${HOME:-/root}/.config/ephemera/credentials.json}"
+endpoints=()
+for i in 1 2 3; do v="EPHEMERA_PORT_CONTROLLER_$i"; endpoints+=("http://127.0.0.1:${!v:-710$i}"); done
+python3 - "$creds" "$EPHEMERA_ADMIN_TOKEN" "${endpoints[@]}" <<'PY' || log "could not record the token in $creds (use EPHEMERA_TOKEN)"
+import json, os, sys
+path, token, endpoints = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    creds = json.load(open(path))
+except (OSError, ValueError):
+    creds = {}
+for e in endpoints:
+    creds[e] = token
+os.makedirs(os.path.dirname(path), exist_ok=True)
+tmp = path + ".tmp"
+with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+    json.dump(creds, f, indent=2)
+os.replace(tmp, path)
+PY
+
 t_up=$SECONDS
-log "starting the cluster (docker-compose -p $project up -d)"
-docker-compose -p "$project" up -d || die "docker-compose up failed; see: docker-compose -p $project logs"
+log "starting the cluster (docker-compose -p $project ${compose_files[*]} up -d)"
+docker-compose -p "$project" "${compose_files[@]}" up -d || die "docker-compose up failed; see: docker-compose -p $project logs"
 
 # The CLI: the static binary from the build, else the image over the host network.
 cli=("$target_dir/x86_64-unknown-linux-gnu/release/ephemera")
@@ -43,7 +80,7 @@ ready() { # prints why not, or nothing when ready
     local json c h
     # Every container with a health check must pass it (after a restart the
     # replicated node table may still say "up" for an agent that is not back yet).
-    for c in $(docker-compose -p "$project" ps -q); do
+    for c in $(docker-compose -p "$project" "${compose_files[@]}" ps -q); do
         h="$(docker inspect -f '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$c")"
         if [[ "$h" != *" healthy" ]]; then echo "container ${h#/}"; return 1; fi
     done
@@ -69,13 +106,13 @@ last=""
 while :; do
     if why="$(ready)"; then break; fi
     if [[ "$why" != "$last" ]]; then log "waiting: $why"; last="$why"; fi
-    for c in $(docker-compose -p "$project" ps -q); do
+    for c in $(docker-compose -p "$project" "${compose_files[@]}" ps -q); do
         state="$(docker inspect -f '{{.Name}} {{.State.Status}} {{.State.ExitCode}}' "$c")"
         case "$state" in
             *" exited "*|*" dead "*) docker logs --tail 30 "$c" >&2 || true; die "container ${state%% *} stopped ($state)";;
         esac
     done
-    (( SECONDS < deadline )) || { docker-compose -p "$project" ps >&2; die "the cluster was not ready within ${timeout}s (last: $why); logs: docker-compose -p $project logs"; }
+    (( SECONDS < deadline )) || { docker-compose -p "$project" "${compose_files[@]}" ps >&2; die "the cluster was not ready within ${timeout}s (last: $why); logs: docker-compose -p $project logs"; }
     sleep 1
 done
 
@@ -84,5 +121,6 @@ log "cluster ready in $((SECONDS - t_up))s (total $((SECONDS - t0))s including t
 cat <<EOF
 
   export EPHEMERA_ENDPOINT=$endpoint
+  (the admin token is in $creds for the three endpoints, and in $token_file)
   stop with: $here/down.sh
 EOF

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use ephemera_proto::v1::controller_client::ControllerClient;
 use ephemera_proto::v1::{DumpReply, DumpRequest, StatusReply, StatusRequest};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 /// Prefix of every test project; the rest is `<pid>-<digits>` (see [`reap_stale`]).
@@ -44,6 +47,33 @@ fn compose_dir() -> PathBuf {
 
 fn image_tag() -> String {
     std::env::var("EPHEMERA_TAG").unwrap_or_else(|_| "dev".into())
+}
+
+/// Adds `authorization: Bearer <admin token>` to every request.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A controller client that carries the cluster's admin token.
+pub type Client = ControllerClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects to the controller at `endpoint` with `token`; `timeout` per request.
+pub async fn connect(endpoint: &str, token: &str, timeout: Duration) -> anyhow::Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .connect()
+        .await?;
+    let bearer = Bearer(format!("Bearer {token}").parse()?);
+    Ok(ControllerClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
 }
 
 /// `n` distinct free loopback ports for the published ports: kernel-chosen,
@@ -99,6 +129,63 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, 
         stdout,
         stderr,
     })
+}
+
+/// Runs `cmd` with stdout and stderr merged, copying each line to this
+/// process's stderr as it comes (not captured by the test harness: a long
+/// build shows progress) with `prefix`; kills it after `timeout`. Returns its
+/// status and output.
+pub fn run_streaming(
+    cmd: &mut Command,
+    timeout: Duration,
+    prefix: &'static str,
+) -> Result<(std::process::ExitStatus, String), String> {
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .process_group(0) // so a timeout stops cargo and docker build too
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let copy = |pipe: Box<dyn Read + Send>| {
+        let all = all.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(std::io::stderr(), "{prefix}{line}");
+                let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+                all.push_str(&line);
+                all.push('\n');
+            }
+        })
+    };
+    let copiers = [
+        copy(Box::new(child.stdout.take().expect("piped stdout"))),
+        copy(Box::new(child.stderr.take().expect("piped stderr"))),
+    ];
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                // SAFETY: kill(2) on the process group our child leads.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(format!("{what}: killed after {timeout:?}"));
+            }
+            Err(e) => return Err(format!("{what}: wait failed: {e}")),
+        }
+    };
+    for c in copiers {
+        let _ = c.join();
+    }
+    let all = all.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok((status, all))
 }
 
 /// Runs `cmd`; its stdout when it exits 0, else an error with its stderr.
@@ -166,7 +253,7 @@ pub fn build_images_once() {
                 "compose: building the images (compose/build-images.sh; ~7 min from nothing)"
             );
             let script = compose_dir().join("build-images.sh");
-            let out = run_with_timeout(
+            let (status, log) = run_streaming(
                 Command::new(&script)
                     // Cargo's own settings for this test run must not leak
                     // into the script's static build.
@@ -177,17 +264,15 @@ pub fn build_images_once() {
                     .env_remove("CARGO_MAKEFLAGS")
                     .env("EPHEMERA_REPO", repo_root()),
                 Duration::from_secs(45 * 60),
+                "build-images| ",
             )?;
-            let log = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if !out.status.success() {
+            if !status.success() {
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 return Err(format!(
-                    "{} failed ({}):\n{log}",
+                    "{} failed ({status}); last lines:\n{}",
                     script.display(),
-                    out.status
+                    tail.join("\n")
                 ));
             }
             eprintln!("compose: images built in {:.0?}", t0.elapsed());
@@ -296,6 +381,8 @@ fn teardown(project: &str, data_root: &Path) -> Vec<String> {
             .current_dir(&dir)
             .env("EPHEMERA_PROJECT", project)
             .env("EPHEMERA_DATA_ROOT", data_root)
+            // Required by the file, unused by `down`.
+            .env("EPHEMERA_ADMIN_TOKEN", "unused-by-down")
             .args([
                 "-p",
                 project,
@@ -375,6 +462,21 @@ fn teardown(project: &str, data_root: &Path) -> Vec<String> {
     left
 }
 
+/// A hard-to-guess token part from the clock, `seed` and `salt`: the
+/// cluster listens on loopback only and lives for one test.
+fn uuid_like(seed: &str, salt: u64) -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    (0..4)
+        .map(|i| {
+            let mut h = RandomState::new().build_hasher();
+            h.write(seed.as_bytes());
+            h.write_u64(salt.wrapping_add(i));
+            format!("{:016x}", h.finish())
+        })
+        .collect()
+}
+
 /// First 8 hex digits of sha256(`text`), as the agent labels its containers.
 fn sha256_prefix(text: &str) -> String {
     run_ok(
@@ -421,6 +523,8 @@ pub struct ComposeCluster {
     env: Vec<(String, String)>,
     /// The `ephemera` CLI used by [`ComposeCluster::cli`].
     pub cli_path: PathBuf,
+    /// The admin token of every controller (random per cluster).
+    pub token: String,
 }
 
 static PROJECTS: AtomicUsize = AtomicUsize::new(0);
@@ -452,8 +556,13 @@ impl ComposeCluster {
             .iter()
             .map(|&n| (n.to_string(), ports.next().expect("port")))
             .collect();
+        let token = format!(
+            "eph_test_{}",
+            uuid_like(&project, std::process::id() as u64 ^ u64::from(nanos))
+        );
         let mut env: Vec<(String, String)> = vec![
             ("EPHEMERA_PROJECT".into(), project.clone()),
+            ("EPHEMERA_ADMIN_TOKEN".into(), token.clone()),
             ("EPHEMERA_DATA_ROOT".into(), data_root.display().to_string()),
             (
                 "EPHEMERA_NODE_TIMEOUT_SECS".into(),
@@ -487,6 +596,7 @@ impl ComposeCluster {
             files,
             env,
             cli_path: cli_binary(),
+            token,
         };
         // From here on, a panic drops `cluster`, which tears it all down.
         for node in AGENTS {
@@ -597,23 +707,12 @@ impl ComposeCluster {
     }
 
     /// A client of controller `id` with per-request `timeout`.
-    pub async fn client_with_timeout(
-        &self,
-        id: u64,
-        timeout: Duration,
-    ) -> anyhow::Result<ControllerClient<Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(self.endpoint(id))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(timeout)
-            .connect()
-            .await?;
-        Ok(ControllerClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20))
+    pub async fn client_with_timeout(&self, id: u64, timeout: Duration) -> anyhow::Result<Client> {
+        connect(&self.endpoint(id), &self.token, timeout).await
     }
 
     /// A client of controller `id` (5 s per request).
-    pub async fn client(&self, id: u64) -> anyhow::Result<ControllerClient<Channel>> {
+    pub async fn client(&self, id: u64) -> anyhow::Result<Client> {
         self.client_with_timeout(id, Duration::from_secs(5)).await
     }
 
@@ -688,6 +787,7 @@ impl ComposeCluster {
         run_ok(
             Command::new(&self.cli_path)
                 .env("EPHEMERA_ENDPOINT", self.endpoint(via))
+                .env("EPHEMERA_TOKEN", &self.token)
                 .env_remove("EPHEMERA_LOG")
                 .args(args),
             Duration::from_secs(60),
