@@ -226,7 +226,7 @@ impl NodeRegistry for Api {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
-        let known = self.controller.heartbeat(&req.into_inner().node_id)?;
+        let known = self.controller.heartbeat(&req.into_inner().node_id).await?;
         Ok(Response::new(pb::HeartbeatReply { known }))
     }
 }

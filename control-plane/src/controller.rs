@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ephemera_proto::v1 as pb;
 use ephemera_proto::v1::agent_client::AgentClient;
+use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
 use ephemera_storage::{Command, FunctionRecord, Policy, Response};
 use tonic::Status;
 
@@ -682,17 +683,33 @@ impl Controller {
         }
     }
 
-    /// An agent's heartbeat; `false` asks it to register again.
-    pub fn heartbeat(&self, node_id: &str) -> Result<bool, ApiError> {
+    /// An agent's heartbeat; `false` asks it to register again. Liveness is
+    /// tracked by the leader, so a follower forwards the heartbeat there and
+    /// an agent may talk to any controller.
+    pub async fn heartbeat(&self, node_id: &str) -> Result<bool, ApiError> {
         if !self.node.is_leader() {
-            let leader = self
+            let (leader, addr) = self
                 .node
                 .leader()
-                .map(|(_, a)| a)
-                .unwrap_or_else(|| "unknown".into());
-            return Err(ApiError::Unavailable(format!(
-                "not the leader; the leader is at {leader}"
-            )));
+                .ok_or_else(|| ApiError::Unavailable("no leader is known yet".into()))?;
+            let unavailable = |e: String| {
+                ApiError::Unavailable(format!(
+                    "forwarding the heartbeat of {node_id} to leader {leader} at {addr}: {e}"
+                ))
+            };
+            let channel = self
+                .agents
+                .get(&addr)
+                .map_err(|e| unavailable(e.to_string()))?;
+            let mut call = tonic::Request::new(pb::HeartbeatRequest {
+                node_id: node_id.to_string(),
+            });
+            call.set_timeout(Duration::from_secs(2));
+            let reply = NodeRegistryClient::new(channel)
+                .heartbeat(call)
+                .await
+                .map_err(|s| unavailable(s.message().to_string()))?;
+            return Ok(reply.into_inner().known);
         }
         let up = {
             let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());

@@ -186,8 +186,12 @@ pub fn init_with(config: TelemetryConfig) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let log_filter =
         EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(&config.default_filter));
+    // Colour only for a person at a terminal, and never with NO_COLOR set.
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_filter(log_filter);
     let (exporter, setup_error) = match config.otlp_endpoint.as_deref() {
         Some(endpoint) => match Exporter::start(&config.service_name, endpoint) {
