@@ -9,8 +9,9 @@
 //! on v1), records the peak in `PeakNative`, raises `Safeguard` near the
 //! limit and, in adaptive mode, evicts: closed retained files first (least
 //! recently used: msync, `MADV_PAGEOUT`, munmap), open files only when that
-//! is not enough (handed to the kernel path intact, then
-//! `posix_fadvise(DONTNEED)`). It starts lazily, on the first file mapped
+//! is not enough (handed to the kernel path intact and written back, so their
+//! pages are clean and the kernel can reclaim them; their cache is not
+//! dropped, since an open file is still being read). It starts lazily, on the first file mapped
 //! while a limit or a control block exists, and is restarted in a fork
 //! child on demand.
 
@@ -226,9 +227,10 @@ fn evict_until() {
         }
         let fd = tier::lock().evict_open();
         match fd {
+            // Written back, its pages are clean: reclaimable by the kernel
+            // under the cgroup limit, yet still cached for the reads to come.
             Some(fd) => {
                 sys::fsync(fd, true);
-                sys::fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
             }
             None => return,
         }

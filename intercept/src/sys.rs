@@ -222,12 +222,6 @@ pub unsafe fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int {
     unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice) as c_int }
 }
 
-/// `posix_fadvise(2)`; returns the error number (0 on success).
-pub fn fadvise(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int {
-    // SAFETY: no pointers are involved.
-    unsafe { libc::syscall(libc::SYS_fadvise64, fd, off, len, advice) as c_int }
-}
-
 /// Sets the modification (and change) time of `fd` to now, leaving atime.
 pub fn touch_mtime(fd: c_int) {
     let times = [
