@@ -200,12 +200,9 @@ impl ControllerService for Api {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
         let tenant = self.caller(&req)?.scope(&req.get_ref().tenant)?;
-        let mut reply = self.controller.status(&tenant).await;
-        if !tenant.is_empty() {
-            // A tenant sees the nodes' aggregates, not other tenants' work.
-            reply.functions.retain(|f| f.tenant == tenant);
-        }
-        Ok(Response::new(reply))
+        // A tenant sees the nodes' aggregates, and only its own functions
+        // and instances.
+        Ok(Response::new(self.controller.status(&tenant).await))
     }
 }
 

@@ -595,23 +595,18 @@ impl Controller {
 
     /// Nodes, functions and instances, as `ephemera status` shows them.
     pub async fn status(&self, tenant: &str) -> pb::StatusReply {
-        let (nodes, functions, agents) = {
+        let functions = self.functions(tenant);
+        let (nodes, agents) = {
             let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
             let nodes: Vec<pb::NodeStatus> =
                 state.nodes.values().map(convert::node_status).collect();
-            let functions: Vec<pb::FunctionSpec> = state
-                .functions
-                .values()
-                .filter(|f| tenant.is_empty() || f.tenant == tenant)
-                .map(convert::spec_of)
-                .collect();
             let agents: Vec<(String, String)> = state
                 .nodes
                 .values()
                 .filter(|n| n.up)
                 .map(|n| (n.node_id.clone(), n.addr.clone()))
                 .collect();
-            (nodes, functions, agents)
+            (nodes, agents)
         };
         let mut instances = Vec::new();
         for (node_id, addr) in agents {
