@@ -259,6 +259,12 @@ impl ControlBlock {
     pub fn clear_safeguard(&self) {
         self.set(Slot::Safeguard, 0);
     }
+
+    /// Whether the tier raised the safeguard flag since the last call; clears
+    /// it in the same atomic step, so a raise is never lost in between.
+    pub fn take_safeguard(&self) -> bool {
+        self.words()[Slot::Safeguard as usize].swap(0, Ordering::AcqRel) != 0
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +285,10 @@ mod tests {
         fetch_max(b.words(), Slot::PeakNative, 10);
         fetch_max(b.words(), Slot::PeakNative, 5);
         assert_eq!(a.counters().peak_native, 10);
+        assert!(!a.take_safeguard());
+        b.set(Slot::Safeguard, 1);
+        assert!(a.take_safeguard());
+        assert!(!b.take_safeguard(), "taking the flag clears it");
     }
 
     #[test]

@@ -51,7 +51,7 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use ephemera_control_block::{ControlBlock, Counters, Slot};
+use ephemera_control_block::{ControlBlock, Counters};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
@@ -547,11 +547,6 @@ impl Limits for DockerLimits {
     }
 
     fn take_safeguard(&self) -> bool {
-        if self.control.get(Slot::Safeguard) != 0 {
-            self.control.clear_safeguard();
-            true
-        } else {
-            false
-        }
+        self.control.take_safeguard()
     }
 }

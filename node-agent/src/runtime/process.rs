@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ephemera_control_block::{ControlBlock, Counters, Slot};
+use ephemera_control_block::{ControlBlock, Counters};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::process::{Child, Command};
@@ -450,11 +450,6 @@ impl Limits for ProcessLimits {
     }
 
     fn take_safeguard(&self) -> bool {
-        if self.control.get(Slot::Safeguard) != 0 {
-            self.control.clear_safeguard();
-            true
-        } else {
-            false
-        }
+        self.control.take_safeguard()
     }
 }
