@@ -264,6 +264,30 @@ pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, cnt: c_int, off: 
     unsafe { pwritev64(fd, iov, cnt, off) }
 }
 
+/// The tier's part of `preadv2`/`pwritev2` on a tier fd: with no flags but
+/// `RWF_HIPRI`, `io` serves it from memory at `off` (`-1`: the file offset);
+/// any other flag (`RWF_APPEND`, `RWF_DSYNC`, ...) asks for the kernel's
+/// semantics, so the fd falls back to the kernel path. `None`: pass through.
+fn v2_in_tier(
+    fd: c_int,
+    off: off_t,
+    flags: c_int,
+    io: impl FnOnce(Option<off_t>) -> Option<ssize_t>,
+) -> Option<ssize_t> {
+    if ofd_of(fd) == 0 {
+        return None;
+    }
+    if flags & !libc::RWF_HIPRI != 0 {
+        tier::lock().fallback_fd(fd);
+        return None;
+    }
+    let at = (off != -1).then_some(off);
+    if at.is_some_and(|o| o < 0) {
+        return Some(sys::fail(libc::EINVAL));
+    }
+    guard(Some(-1), || io(at))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn preadv64v2(
     fd: c_int,
@@ -272,17 +296,9 @@ pub unsafe extern "C" fn preadv64v2(
     off: off_t,
     flags: c_int,
 ) -> ssize_t {
-    if ofd_of(fd) != 0 && flags & !libc::RWF_HIPRI == 0 {
-        let at = (off != -1).then_some(off);
-        if at.is_some_and(|o| o < 0) {
-            return sys::fail(libc::EINVAL);
-        }
-        // SAFETY: the caller guarantees the iovecs.
-        if let Some(r) = guard(Some(-1), || unsafe { readv_mem(fd, iov, cnt, at) }) {
-            return r;
-        }
-    } else if ofd_of(fd) != 0 {
-        tier::lock().fallback_fd(fd);
+    // SAFETY: the caller guarantees the iovecs.
+    if let Some(r) = v2_in_tier(fd, off, flags, |at| unsafe { readv_mem(fd, iov, cnt, at) }) {
+        return r;
     }
     // SAFETY: our caller's contract covers the iovecs.
     pass!(preadv64v2(fd, iov, cnt, off, flags), unsafe {
@@ -310,18 +326,9 @@ pub unsafe extern "C" fn pwritev64v2(
     off: off_t,
     flags: c_int,
 ) -> ssize_t {
-    if ofd_of(fd) != 0 && flags & !libc::RWF_HIPRI == 0 {
-        let at = (off != -1).then_some(off);
-        if at.is_some_and(|o| o < 0) {
-            return sys::fail(libc::EINVAL);
-        }
-        // SAFETY: the caller guarantees the iovecs.
-        if let Some(r) = guard(Some(-1), || unsafe { writev_mem(fd, iov, cnt, at) }) {
-            return r;
-        }
-    } else if ofd_of(fd) != 0 {
-        // RWF_APPEND, RWF_DSYNC, ...: the kernel's semantics, on the kernel path.
-        tier::lock().fallback_fd(fd);
+    // SAFETY: the caller guarantees the iovecs.
+    if let Some(r) = v2_in_tier(fd, off, flags, |at| unsafe { writev_mem(fd, iov, cnt, at) }) {
+        return r;
     }
     // SAFETY: our caller's contract covers the iovecs.
     pass!(pwritev64v2(fd, iov, cnt, off, flags), unsafe {
