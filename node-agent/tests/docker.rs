@@ -6,11 +6,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{code_of, function, invoke, TestAgent};
 use ephemera_node_agent::RuntimeKind;
-use ephemera_proto::v1::{AgentStatusRequest, InstanceStatus, Profile};
+use ephemera_proto::v1::{InstanceStatus, Profile};
 
 const MIB: u64 = 1 << 20;
 
@@ -63,24 +63,7 @@ async fn wait_status(
     what: &str,
     cond: impl Fn(&[InstanceStatus]) -> bool,
 ) -> Vec<InstanceStatus> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = agent
-            .client
-            .status(AgentStatusRequest {})
-            .await
-            .expect("status")
-            .into_inner()
-            .instances;
-        if cond(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_status(agent, what, Duration::from_secs(30), cond).await
 }
 
 const FUNCTIONS: &str = r#"

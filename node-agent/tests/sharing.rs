@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{code_of, function, invoke, TestAgent};
-use ephemera_proto::v1::{AgentStatusRequest, FunctionSpec, InstanceStatus, Profile};
+use ephemera_proto::v1::{FunctionSpec, InstanceStatus, Profile};
 
 const MIB: u64 = 1 << 20;
 
@@ -91,24 +91,7 @@ async fn wait_status(
     what: &str,
     cond: impl Fn(&[InstanceStatus]) -> bool,
 ) -> Vec<InstanceStatus> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = agent
-            .client
-            .status(AgentStatusRequest {})
-            .await
-            .expect("status")
-            .into_inner()
-            .instances;
-        if cond(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_status(agent, what, Duration::from_secs(20), cond).await
 }
 
 fn find<'a>(st: &'a [InstanceStatus], f: &str) -> Option<&'a InstanceStatus> {

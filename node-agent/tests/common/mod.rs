@@ -232,3 +232,31 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+/// Polls the agent's `Status` until `cond` holds, for at most `within`;
+/// returns the instances that satisfied it.
+pub async fn wait_status(
+    agent: &mut TestAgent,
+    what: &str,
+    within: Duration,
+    cond: impl Fn(&[ephemera_proto::v1::InstanceStatus]) -> bool,
+) -> Vec<ephemera_proto::v1::InstanceStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        let st = agent
+            .client
+            .status(ephemera_proto::v1::AgentStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+            .instances;
+        if cond(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {st:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
