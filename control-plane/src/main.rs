@@ -382,14 +382,31 @@ fn parse_members(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         .collect()
 }
 
+/// Printing into a closed pipe (`ephemera status | head`) ends the CLI
+/// quietly, as other Unix tools do. SIGPIPE itself stays ignored (Rust's
+/// default): its default action kills a process whenever a peer resets a
+/// socket it writes with `writev`, as hyper does — that killed controllers
+/// whose peer restarted mid-reply.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    // Client commands printing into a closed pipe (`ephemera status | head`)
-    // should end quietly, as other Unix tools do.
-    // SAFETY: restoring the default SIGPIPE disposition before any thread
-    // or I/O starts has no memory-safety impact.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    quiet_on_closed_stdout();
     let service = match args.command {
         Cmd::Dev { .. } => Some("ephemera-dev"),
         Cmd::Controller { .. } => Some("ephemera-controller"),
