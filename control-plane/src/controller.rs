@@ -564,7 +564,11 @@ impl Controller {
             // The agent's span continues this invocation's trace.
             ephemera_telemetry::inject_current(call.metadata_mut());
             call.set_timeout(timeout);
-            match client.run(call).await {
+            let reply = client.run(call).await;
+            if let Err(s) = &reply {
+                self.agents.forget_after(addr, s);
+            }
+            match reply {
                 Ok(reply) => return Ok(reply.into_inner()),
                 Err(s)
                     if attempt == 0
@@ -623,7 +627,10 @@ impl Controller {
                         .into_iter()
                         .filter(|i| tenant.is_empty() || i.tenant == tenant),
                 ),
-                Err(e) => tracing::debug!(node = %node_id, error = %e, "agent status unavailable"),
+                Err(e) => {
+                    self.agents.forget_after(&addr, &e);
+                    tracing::debug!(node = %node_id, error = %e, "agent status unavailable")
+                }
             }
         }
         pb::StatusReply {
@@ -703,7 +710,10 @@ impl Controller {
             let reply = NodeRegistryClient::new(channel)
                 .heartbeat(call)
                 .await
-                .map_err(|s| unavailable(s.message().to_string()))?;
+                .map_err(|s| {
+                    self.agents.forget_after(&addr, &s);
+                    unavailable(s.message().to_string())
+                })?;
             return Ok(reply.into_inner().known);
         }
         let up = {

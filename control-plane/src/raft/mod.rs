@@ -20,6 +20,9 @@ use ephemera_storage::{ClusterState, Command, Node, NodeId, Raft, Response};
 use openraft::error::{ClientWriteError, RaftError};
 
 pub use network::{ChannelPool, GrpcNetwork};
+
+/// How long a write or read-index forwarded to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 pub use service::RaftRpc;
 
 /// Why a command was not committed.
@@ -238,10 +241,15 @@ impl RaftNode {
             reason,
         };
         let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
+        let mut call = tonic::Request::new(RaftPayload { data: Vec::new() });
+        call.set_timeout(FORWARD_TIMEOUT);
         let reply = RaftServiceClient::new(channel)
-            .read_index(RaftPayload { data: Vec::new() })
+            .read_index(call)
             .await
-            .map_err(|s| fail(s.message().to_string()))?;
+            .map_err(|s| {
+                self.pool.forget_after(addr, &s);
+                fail(s.message().to_string())
+            })?;
         type ReadResult = Result<
             Option<openraft::LogId<NodeId>>,
             RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, Node>>,
@@ -372,10 +380,15 @@ impl Proposer {
         let data = serde_json::to_vec(cmd).map_err(|e| fail(e.to_string()))?;
         let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
         let mut client = RaftServiceClient::new(channel);
-        let reply = client
-            .client_write(RaftPayload { data })
-            .await
-            .map_err(|s| fail(s.message().to_string()))?;
+        // Bounded: a leader that died mid-call must not hold this batch
+        // (and the writes queued behind it) until TCP notices. Commands are
+        // idempotent by invocation id, so the caller's retry is safe.
+        let mut call = tonic::Request::new(RaftPayload { data });
+        call.set_timeout(FORWARD_TIMEOUT);
+        let reply = client.client_write(call).await.map_err(|s| {
+            self.pool.forget_after(addr, &s);
+            fail(s.message().to_string())
+        })?;
         let result: Result<Response, RaftError<NodeId, ClientWriteError<NodeId, Node>>> =
             serde_json::from_slice(&reply.into_inner().data).map_err(|e| fail(e.to_string()))?;
         match result {

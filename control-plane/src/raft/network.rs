@@ -33,14 +33,18 @@ impl std::fmt::Debug for ChannelPool {
     }
 }
 
+fn url_of(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 impl ChannelPool {
     /// A lazily connecting channel to `addr` (`http://host:port` or `host:port`).
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let url = if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
+        let url = url_of(addr);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = channels.get(&url) {
             return Ok(ch.clone());
@@ -53,6 +57,17 @@ impl ChannelPool {
             .connect_lazy();
         channels.insert(url, ch.clone());
         Ok(ch)
+    }
+
+    /// After a call to `addr` failed with `status`: a transport failure
+    /// drops the cached channel, so the next call dials anew and resolves
+    /// the name again (a restarted container may come back elsewhere, and
+    /// a channel stuck on a dead connection must not outlive it).
+    pub fn forget_after(&self, addr: &str, status: &tonic::Status) {
+        if status.code() == tonic::Code::Unavailable {
+            let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+            channels.remove(&url_of(addr));
+        }
     }
 }
 
@@ -118,6 +133,9 @@ impl PeerConnection {
             "append" => client.append_entries(request).await,
             _ => client.install_snapshot(request).await,
         };
+        if let Err(status) = &reply {
+            self.pool.forget_after(&self.node.addr, status);
+        }
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 RPCError::Unreachable(Unreachable::new(&status))
