@@ -77,5 +77,44 @@ fn deploy_with_inputs_and_first_invocation_both_profile() {
     assert_eq!(p["measured"], true, "the first invocation profiles: {p}");
     assert!(p["f_max_bytes"].as_u64().unwrap() >= 2 << 20, "{p}");
     assert!(p["u_max_bytes"].as_u64().unwrap() > 0, "{p}");
+
+    // A function that never opens a tier file is profiled too, by what it
+    // really uses: the adapter samples the launcher's memory whenever a
+    // control block exists. This one holds 48 MiB for half a second.
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("handler.py"),
+        "import time\n\
+         def handler(event, context):\n\
+         \x20   block = bytearray(event['mib'] << 20)\n\
+         \x20   for i in range(0, len(block), 4096):\n\
+         \x20       block[i] = 1\n\
+         \x20   time.sleep(0.5)\n\
+         \x20   return {'held': len(block)}\n",
+    )
+    .unwrap();
+    cluster.ok(&[
+        "fn",
+        "deploy",
+        "--tenant",
+        "demo",
+        "--name",
+        "hold",
+        "--dir",
+        code.path().to_str().unwrap(),
+        "--cmd",
+        "ephemera-python handler.py",
+        "--memory",
+        "256MiB",
+    ]);
+    let out = cluster.ok(&["invoke", "demo/hold", "--input", r#"{"mib": 48}"#]);
+    assert!(out.contains(&(48u64 << 20).to_string()), "{out}");
+    let p = &show(&cluster, "demo/hold")["profile"];
+    assert_eq!(p["measured"], true, "the first invocation profiles: {p}");
+    assert!(
+        p["u_max_bytes"].as_u64().unwrap() >= 48 << 20,
+        "the launcher held 48 MiB, without any tier file: {p}"
+    );
+    assert_eq!(p["f_max_bytes"].as_u64(), Some(0), "{p}");
     cluster.stop();
 }

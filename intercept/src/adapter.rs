@@ -11,9 +11,16 @@
 //! recently used: msync, `MADV_PAGEOUT`, munmap), open files only when that
 //! is not enough (handed to the kernel path intact and written back, so their
 //! pages are clean and the kernel can reclaim them; their cache is not
-//! dropped, since an open file is still being read). It starts lazily, on the first file mapped
-//! while a limit or a control block exists, and is restarted in a fork
-//! child on demand.
+//! dropped, since an open file is still being read). It starts at load time
+//! in a process that has a control block (so the profiler sees the peak of
+//! functions that never touch the tier), else on the first tier file opened
+//! while a limit exists, and is restarted in a fork child on demand.
+//!
+//! The placement budget leaves room for the process's own memory: a file
+//! may be mapped (or grow) only while mapped bytes plus the anonymous
+//! resident set stay under the high-water mark. A file that would not fit
+//! goes to the kernel path at once instead of thrashing the cgroup until
+//! the adapter evicts it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -35,6 +42,9 @@ const MAX_EVICT_PER_TICK: usize = 64;
 static STARTED: AtomicBool = AtomicBool::new(false);
 /// The cgroup limit found at start-up (0 = none readable); see [`cgroup`].
 static CGROUP_LIMIT: AtomicU64 = AtomicU64::new(0);
+/// The process's anonymous resident bytes at the last sample (not file
+/// pages: those are the tier's own, counted in `MappedBytes`).
+static NATIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes mapped now: the control block's gauge when shared, else ours.
 fn mapped() -> u64 {
@@ -49,20 +59,26 @@ pub fn limit() -> u64 {
     }
 }
 
+/// Whether `extra` more mapped bytes stay within the budget: mapped bytes
+/// plus the process's own memory under the high-water mark of the limit.
+fn within_budget(extra: u64) -> bool {
+    let limit = limit();
+    limit == 0
+        || mapped()
+            .saturating_add(NATIVE.load(Ordering::Relaxed))
+            .saturating_add(extra)
+            <= limit / 100 * HIGH_PCT
+}
+
 /// Whether a file of `size` bytes may be placed in memory (adaptive mode).
 pub fn fits(size: u64) -> bool {
-    let limit = limit();
-    limit == 0 || mapped().saturating_add(size) <= limit
+    within_budget(size)
 }
 
 /// Whether a mapped file may grow from `old` to `new` bytes; beyond the
 /// budget it moves to the kernel path (adaptive mode).
 pub fn may_grow(old: u64, new: u64) -> bool {
-    if new <= old || control::mode() == Mode::Memory {
-        return true;
-    }
-    let limit = limit();
-    limit == 0 || mapped().saturating_add(new - old) <= limit
+    new <= old || control::mode() == Mode::Memory || within_budget(new - old)
 }
 
 /// Whether a closed file may stay mapped for a reopen.
@@ -137,17 +153,20 @@ fn read_u64(p: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-/// Resident set size of this process in bytes.
+/// Resident set size of this process in bytes, and the part of it that is
+/// anonymous (resident minus file-backed and shared pages); records the
+/// latter for the budget.
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
+    let mut fields = statm
         .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .skip(1)
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let (resident, shared) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    pages * page
+    NATIVE.store(resident.saturating_sub(shared) * page, Ordering::Relaxed);
+    resident * page
 }
 
 /// Starts the adapter thread once, if there is anything to adapt to.
@@ -165,6 +184,8 @@ pub fn ensure_started() {
     if STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
+    // The budget needs the process's own memory before the first sample.
+    control::max(Slot::PeakNative, rss());
     let spawned = std::thread::Builder::new()
         .name("ephemera-adapter".into())
         .stack_size(64 << 10)

@@ -76,6 +76,11 @@ extern "C" fn init() {
     real::resolve_all();
     READY.store(true, Ordering::Release);
     inherited::adopt_all();
+    // Inside an instance the agent reads the peak from the control block,
+    // also for functions that never open a tier file.
+    if control::shared(ephemera_control_block::Slot::Magic).is_some() {
+        adapter::ensure_started();
+    }
 }
 
 /// Writes every mapped file back to the kernel and the stats file.
