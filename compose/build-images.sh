@@ -5,8 +5,6 @@
 #   ephemera/python:dev         FROM scratch: host CPython + libs + /bin/sh, and
 #                               /opt/ephemera/{bin/ephemera-proxy,bin/ephemera-python,
 #                               lib/libephemera_intercept.so}
-#   ephemera/agent-process:dev  ephemera/python:dev + /opt/ephemera/bin/ephemera
-#                               (agents on the process runtime; see README.md)
 #   ephemera/otel-collector:dev FROM scratch: static `ephemera-collector`, once the
 #                               workspace's collector is real (docker-compose.otel.yml)
 #
@@ -21,7 +19,7 @@
 #   EPHEMERA_TAG           image tag                 (default: dev)
 #   EPHEMERA_PY_PRECOMPILE 1: ship .pyc (faster cold starts, ~+15 MB); 0: don't (default 1)
 #   EPHEMERA_SKIP_CARGO    1: use already-built binaries (default 0)
-#   EPHEMERA_IMAGES        which images, space separated (default: "ephemera python agent-process collector")
+#   EPHEMERA_IMAGES        which images, space separated (default: "ephemera python collector")
 set -Eeuo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,7 +28,7 @@ target_dir="${EPHEMERA_TARGET_DIR:-$repo/target-static}"
 stage_dir="${EPHEMERA_STAGE_DIR:-$target_dir/images}"
 tag="${EPHEMERA_TAG:-dev}"
 precompile="${EPHEMERA_PY_PRECOMPILE:-1}"
-images="${EPHEMERA_IMAGES:-ephemera python agent-process collector}"
+images="${EPHEMERA_IMAGES:-ephemera python collector}"
 triple=x86_64-unknown-linux-gnu
 static_out="$target_dir/$triple/release"
 intercept_so="$target_dir/release/libephemera_intercept.so"
@@ -71,7 +69,7 @@ preflight() {
     command -v ldd >/dev/null || apt_install libc-bin
     command -v ldconfig >/dev/null || [[ -x /sbin/ldconfig ]] || apt_install libc-bin
     [[ -f "$repo/Cargo.toml" ]] || die "$repo is not the Ephemera workspace (no Cargo.toml)"
-    if wants python || wants agent-process; then
+    if wants python; then
         [[ -x /bin/dash || -x /usr/bin/dash ]] || apt_install dash
         [[ -x /usr/bin/env ]] || apt_install coreutils
     fi
@@ -100,7 +98,7 @@ check_binaries() {
         [[ -x "$static_out/$b" ]] || die "$static_out/$b missing after the build"
         is_static "$static_out/$b" || die "$static_out/$b is not statically linked (it would not run FROM scratch)"
     done
-    if wants python || wants agent-process; then
+    if wants python; then
         [[ -f "$intercept_so" ]] || die "$intercept_so missing after the build"
     fi
 }
@@ -298,15 +296,6 @@ smoke_python() {
     fi
 }
 
-# ---- ephemera/agent-process --------------------------------------------------
-stage_agent_process() {
-    local ctx="$stage_dir/agent-process"
-    fresh_dir "$ctx"
-    install -m 0755 "$static_out/ephemera" "$ctx/ephemera"
-    strip --strip-debug "$ctx/ephemera"
-    sed "s#^FROM ephemera/python:dev#FROM ephemera/python:$tag#" "$here/images/agent-process.Dockerfile" >"$ctx/Dockerfile"
-}
-
 # ---- (c) the OTLP collector -------------------------------------------------
 # Built when the workspace has the `ephemera-collector` binary; the image is
 # made only once the binary is a real collector (its --help offers --listen),
@@ -353,7 +342,7 @@ build_collector() {
 # ---- main --------------------------------------------------------------------
 step "preflight" preflight
 step "cargo: static ephemera + proxy" build_static
-if wants python || wants agent-process; then step "cargo: intercept cdylib" build_intercept; fi
+if wants python; then step "cargo: intercept cdylib" build_intercept; fi
 check_binaries
 mkdir -p "$stage_dir"
 if wants ephemera; then
@@ -361,15 +350,11 @@ if wants ephemera; then
     step "docker build ephemera/ephemera" build_image "ephemera/ephemera:$tag" "$stage_dir/ephemera"
     step "smoke ephemera/ephemera" smoke_ephemera
 fi
-if wants python || wants agent-process; then
+if wants python; then
     py_info
     step "stage ephemera/python" stage_python
     step "docker build ephemera/python" build_image "ephemera/python:$tag" "$stage_dir/python"
     step "smoke ephemera/python" smoke_python
-fi
-if wants agent-process; then
-    step "stage ephemera/agent-process" stage_agent_process
-    step "docker build ephemera/agent-process" build_image "ephemera/agent-process:$tag" "$stage_dir/agent-process"
 fi
 if wants collector; then step "collector" build_collector; fi
 remove_superseded

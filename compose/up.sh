@@ -30,7 +30,7 @@ t0=$SECONDS
 if [[ "${EPHEMERA_NO_BUILD:-0}" != 1 ]]; then
     "$here/build-images.sh" || die "building the images failed"
 fi
-for img in "ephemera/ephemera:${EPHEMERA_TAG:-dev}" "${EPHEMERA_AGENT_IMAGE:-ephemera/agent-process:${EPHEMERA_TAG:-dev}}"; do
+for img in "ephemera/ephemera:${EPHEMERA_TAG:-dev}" "ephemera/python:${EPHEMERA_TAG:-dev}"; do
     docker image inspect "$img" >/dev/null 2>&1 || die "image $img is missing: run ./build-images.sh"
 done
 

@@ -45,7 +45,8 @@ fn compose_dir() -> PathBuf {
     repo_root().join("compose")
 }
 
-fn image_tag() -> String {
+/// The tag of the images the cluster runs (`EPHEMERA_TAG`, default `dev`).
+pub fn image_tag() -> String {
     std::env::var("EPHEMERA_TAG").unwrap_or_else(|_| "dev".into())
 }
 
@@ -280,7 +281,7 @@ pub fn build_images_once() {
         let tag = image_tag();
         for image in [
             format!("ephemera/ephemera:{tag}"),
-            format!("ephemera/agent-process:{tag}"),
+            format!("ephemera/python:{tag}"),
         ] {
             docker(&["image", "inspect", &image], Duration::from_secs(30)).map_err(|e| {
                 format!("image {image} is missing (run compose/build-images.sh): {e}")
@@ -741,16 +742,36 @@ impl ComposeCluster {
     /// Waits until every controller in `members` names the same leader, one
     /// of `members`; returns it.
     pub async fn agreed_leader(&self, members: &[u64], timeout: Duration) -> u64 {
-        crate::wait_for("controllers agreeing on a leader", timeout, || async {
+        let deadline = Instant::now() + timeout;
+        loop {
             let mut seen = Vec::new();
             for &id in members {
-                seen.push(self.dump(id).await.ok()?.leader_id);
+                seen.push(match self.dump(id).await {
+                    Ok(d) => Ok((d.leader_id, d.term)),
+                    Err(e) => Err(format!("{e:#}")),
+                });
             }
-            let first = *seen.first()?;
-            (first != 0 && members.contains(&first) && seen.iter().all(|l| *l == first))
-                .then_some(first)
-        })
-        .await
+            let leaders: Vec<u64> = seen
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|r| r.0)
+                .collect();
+            if let Some(&first) = leaders.first() {
+                if leaders.len() == members.len()
+                    && first != 0
+                    && members.contains(&first)
+                    && leaders.iter().all(|l| *l == first)
+                {
+                    return first;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for controllers {members:?} agreeing on a \
+                 leader; last seen (leader, term) per member: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether the OTLP collector runs (docker-compose.otel.yml is in use).
@@ -788,6 +809,30 @@ impl ComposeCluster {
             Command::new(&self.cli_path)
                 .env("EPHEMERA_ENDPOINT", self.endpoint(via))
                 .env("EPHEMERA_TOKEN", &self.token)
+                .env_remove("EPHEMERA_LOG")
+                .args(args),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Runs the CLI like [`Self::cli`], exporting its spans to the
+    /// cluster's collector (through its published port).
+    pub fn cli_traced(&self, via: u64, args: &[&str]) -> Result<String, String> {
+        let port = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "EPHEMERA_PORT_OTEL")
+            .map(|(_, v)| v.clone())
+            .ok_or("no collector port")?;
+        run_ok(
+            Command::new(&self.cli_path)
+                .env("EPHEMERA_ENDPOINT", self.endpoint(via))
+                .env("EPHEMERA_TOKEN", &self.token)
+                .env(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://127.0.0.1:{port}"),
+                )
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
                 .env_remove("EPHEMERA_LOG")
                 .args(args),
             Duration::from_secs(60),
@@ -873,7 +918,35 @@ impl Drop for ComposeCluster {
     fn drop(&mut self) {
         let t0 = Instant::now();
         if std::thread::panicking() || std::env::var_os("EPHEMERA_COMPOSE_LOGS").is_some() {
+            // Every line to a file under target/ (the failure message keeps a tail).
+            let all = self.logs(100_000);
+            let file = repo_root()
+                .join("target")
+                .join(format!("compose-logs-{}.txt", self.project));
+            match std::fs::write(&file, &all) {
+                Ok(()) => eprintln!("compose: all logs in {}", file.display()),
+                Err(e) => eprintln!("compose: cannot write {}: {e}", file.display()),
+            }
             eprintln!("compose: logs of {}:\n{}", self.project, self.logs(60));
+            let ps = self.docker(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.project),
+                "--format",
+                "{{.Names}} {{.Status}} {{.Networks}}",
+            ]);
+            let net = self.docker(&[
+                "network",
+                "inspect",
+                self.network(),
+                "--format",
+                "{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}",
+            ]);
+            eprintln!(
+                "compose: containers: {ps:?}\ncompose: network {}: {net:?}",
+                self.network()
+            );
         }
         let left = teardown(&self.project, &self.data_root);
         if left.is_empty() {

@@ -6,6 +6,7 @@
 //! and pause its members, so they must not run in parallel):
 //!
 //! a. up from nothing: deploy the examples, invoke until both agents served;
+//!    every instance is a container whose memory limit is the instance's;
 //! e. no-op invocation latency through the cluster (gRPC from this process);
 //! b. SIGKILL the leader under a stream of invocations, 5 times: fail-over
 //!    time, every acknowledged invocation correct and recorded as completed,
@@ -14,7 +15,9 @@
 //!    disconnect`: the majority goes on, the isolated one commits nothing,
 //!    both catch up afterwards;
 //! d. SIGKILL an agent mid-invocation: a clear error naming the node, the
-//!    agent marked down and its tasks released, new invocations on the other.
+//!    agent marked down and its tasks released, new invocations on the other;
+//! f. (after a) an invocation through the CLI is one trace in the collector,
+//!    CLI → controller → Raft schedule → agent → tenant actor → instance.
 //!
 //! `EPHEMERA_SKIP_COMPOSE=1` skips (loudly); `EPHEMERA_NO_BUILD=1` reuses the
 //! images. Run with `--nocapture` to see the measurements.
@@ -83,6 +86,9 @@ async fn scenarios(c: &ComposeCluster) -> String {
     report += &up_from_nothing(c).await;
     report += &format!("  (a took {:.1?})\n", t.elapsed());
     let t = Instant::now();
+    report += &traces(c).await;
+    report += &format!("  (f took {:.1?})\n", t.elapsed());
+    let t = Instant::now();
     report += &noop_latency(c).await;
     report += &format!("  (e took {:.1?})\n", t.elapsed());
     let t = Instant::now();
@@ -94,7 +100,6 @@ async fn scenarios(c: &ComposeCluster) -> String {
     let t = Instant::now();
     report += &agent_kill(c).await;
     report += &format!("  (d took {:.1?})\n", t.elapsed());
-    report += &traces(c);
     report += &agents_marked_down(c);
     report
 }
@@ -129,27 +134,161 @@ fn agents_marked_down(c: &ComposeCluster) -> String {
     )
 }
 
-/// What the OTLP collector stored (reported, not checked: the trace
-/// acceptance of issue 6 is the telemetry work's).
-fn traces(c: &ComposeCluster) -> String {
-    match c.collector_spans() {
-        None => "traces: no collector in this cluster (no ephemera/otel-collector image)\n".into(),
-        Some(Err(e)) => format!("traces: could not read the collector's spans: {e}\n"),
-        Some(Ok(spans)) => {
-            let traces: BTreeSet<&str> = spans
+/// The spans one invocation leaves, parent before child.
+const CHAIN: [&str; 6] = [
+    "cli_invoke",
+    "invoke",
+    "schedule",
+    "agent_run",
+    "reallocate",
+    "instance_run",
+];
+
+/// f. One invocation through the CLI is one trace in the compose
+/// collector: CLI → controller `invoke` → Raft `schedule`, and `agent_run`
+/// on the agent → tenant actor `reallocate` and `instance_run`, linked
+/// parent to child across three processes.
+async fn traces(c: &ComposeCluster) -> String {
+    assert!(
+        c.has_collector(),
+        "the cluster has no OTLP collector (image ephemera/otel-collector missing)"
+    );
+    let leader = c.agreed_leader(&CONTROLLERS, Duration::from_secs(30)).await;
+    let out = c
+        .cli_traced(
+            leader,
+            &[
+                "invoke",
+                &format!("{TENANT}/cpu"),
+                "--input",
+                r#"{"n": 400}"#,
+                "--details",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("traced ephemera invoke: {e}"));
+    let reply: Value = serde_json::from_str(&out).expect("--details prints JSON");
+    check_cpu(&reply["result"], 400);
+    let invocation = reply["invocation_id"]
+        .as_str()
+        .expect("invocation id")
+        .to_string();
+    let node = reply["node_id"].as_str().expect("node id").to_string();
+    let mut last = String::new();
+    let trace: Vec<Value> = wait_for_report(
+        "the invocation's complete trace in the collector",
+        Duration::from_secs(60),
+        &mut last,
+        || {
+            let spans = c.collector_spans().ok_or("no collector")??;
+            let trace_id = spans
                 .iter()
-                .filter_map(|s| s["trace_id"].as_str())
+                .find(|s| {
+                    s["name"] == "invoke" && s["attributes"]["invocation_id"] == invocation.as_str()
+                })
+                .and_then(|s| s["trace_id"].as_str())
+                .map(String::from)
+                .ok_or_else(|| {
+                    format!(
+                        "no `invoke` span of {invocation} among {} spans",
+                        spans.len()
+                    )
+                })?;
+            let trace: Vec<Value> = spans
+                .into_iter()
+                .filter(|s| s["trace_id"] == trace_id.as_str())
                 .collect();
-            let services: BTreeSet<&str> = spans
+            let missing: Vec<&str> = CHAIN
                 .iter()
-                .filter_map(|s| s["service_name"].as_str())
+                .copied()
+                .filter(|n| !trace.iter().any(|s| s["name"] == *n))
                 .collect();
-            format!(
-                "traces (reported, not checked): the collector stored {} spans in {} traces from {services:?}\n",
-                spans.len(),
-                traces.len()
-            )
+            if missing.is_empty() {
+                Ok(trace)
+            } else {
+                Err(format!(
+                    "trace {trace_id} lacks {missing:?} so far: {trace:#?}"
+                ))
+            }
+        },
+    )
+    .await;
+    let one = |name: &str| -> &Value {
+        let found: Vec<&Value> = trace.iter().filter(|s| s["name"] == name).collect();
+        assert_eq!(found.len(), 1, "one {name} span in {trace:#?}");
+        found[0]
+    };
+    let (cli, invoke, schedule) = (one("cli_invoke"), one("invoke"), one("schedule"));
+    let (agent, reallocate, run) = (one("agent_run"), one("reallocate"), one("instance_run"));
+    let parent = |child: &Value, parent: &Value| {
+        assert_eq!(
+            child["parent_span_id"], parent["span_id"],
+            "{} must be a child of {}: {trace:#?}",
+            child["name"], parent["name"]
+        );
+    };
+    assert_eq!(cli["parent_span_id"], "", "the CLI span is the root: {cli}");
+    parent(invoke, cli);
+    parent(schedule, invoke);
+    parent(agent, invoke);
+    parent(reallocate, agent);
+    parent(run, agent);
+    assert_eq!(cli["service_name"], "ephemera-cli", "{cli}");
+    for s in [invoke, schedule] {
+        assert_eq!(s["service_name"], "ephemera-controller", "{s}");
+    }
+    for s in [agent, reallocate, run] {
+        assert_eq!(s["service_name"], "ephemera-agent", "{s}");
+    }
+    assert_eq!(invoke["attributes"]["node"], node.as_str(), "{invoke}");
+    assert_eq!(schedule["attributes"]["node"], node.as_str(), "{schedule}");
+    assert_eq!(agent["attributes"]["node"], node.as_str(), "{agent}");
+    assert!(schedule["attributes"]["policy"].is_string(), "{schedule}");
+    // The collector keeps OTLP's 64-bit integers as decimal strings.
+    let attr_u64 = |span: &Value, k: &str| -> Option<u64> {
+        let v = &span["attributes"][k];
+        v.as_u64().or_else(|| v.as_str()?.parse().ok())
+    };
+    for k in ["lent", "borrowed", "limit"] {
+        assert!(attr_u64(reallocate, k).is_some(), "{k} in {reallocate}");
+    }
+    for k in [
+        "tier_reads",
+        "tier_writes",
+        "tier_bytes_read",
+        "tier_bytes_written",
+    ] {
+        assert!(attr_u64(run, k).is_some(), "{k} in {run}");
+    }
+    let services: BTreeSet<&str> = trace
+        .iter()
+        .filter_map(|s| s["service_name"].as_str())
+        .collect();
+    format!(
+        "f. traces: invocation {invocation} (on {node}) is one trace of {} spans from {services:?}: \
+         cli_invoke → invoke → schedule; invoke → agent_run → reallocate, instance_run\n",
+        trace.len()
+    )
+}
+
+/// Polls `f` every 200 ms until it returns `Ok`, or panics after `timeout`
+/// with the last `Err` it gave (kept in `last`).
+async fn wait_for_report<T>(
+    what: &str,
+    timeout: Duration,
+    last: &mut String,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) => *last = e,
         }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -511,12 +650,38 @@ async fn up_from_nothing(c: &ComposeCluster) -> String {
             "`ephemera status` shows no instance on {node}: {out}"
         );
     }
+    // Every instance is a Docker container of its own (a sibling of the
+    // agents on the host engine) whose memory limit is the instance's.
+    let mut containers = 0;
+    for i in s["instances"].as_array().into_iter().flatten() {
+        let id = i["instance_id"].as_str().expect("instance id");
+        let name = format!("ephemera-{id}");
+        let inspect = c
+            .docker(&[
+                "inspect",
+                "--format",
+                "{{.State.Running}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.Config.Image}}",
+                &name,
+            ])
+            .unwrap_or_else(|e| panic!("instance {id} has no container {name}: {e}"));
+        let limit = i["limit_bytes"].as_u64().expect("limit");
+        assert_eq!(
+            inspect.trim(),
+            format!(
+                "true {limit} {limit} ephemera/python:{}",
+                compose::image_tag()
+            ),
+            "container {name} of instance {i}"
+        );
+        containers += 1;
+    }
     wait_no_active_tasks(c, leader, Duration::from_secs(30)).await;
     let busy = busy_seen.lock().unwrap().clone();
     format!(
         "a. up from nothing: deployed io, cpu (+ echo, noop, slow fixtures); CLI invoke → {cli_node}; \
          {rounds} concurrent round(s): served by {served:?}; nodes seen with active tasks in status: {busy:?}; \
-         instances in `ephemera status` on {instance_nodes:?}\n"
+         instances in `ephemera status` on {instance_nodes:?}, each a running container with \
+         memory == memory_swap == its limit ({containers} checked with docker inspect)\n"
     )
 }
 
