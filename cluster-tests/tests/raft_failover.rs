@@ -33,6 +33,7 @@ async fn setup(cluster: &Controllers, via: u64) {
                 node_id: format!("node-{i}"),
                 addr: format!("sim://node-{i}"),
                 memory_bytes: 1 << 40,
+                resumed: false,
             })
             .await
             .expect("register a node through a follower");
@@ -360,4 +361,69 @@ async fn lagging_follower_catches_up_by_snapshot_and_restart_after_purge_keeps_s
         state,
         "state after restarting all three after purge"
     );
+}
+
+/// An agent that registers again after losing its controller (`resumed`)
+/// keeps its running placements; a restarted agent (not resumed) has them
+/// released, since its instances died with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_registration_keeps_placements_and_a_fresh_one_releases_them() {
+    let cluster = Controllers::start(1, 10_000);
+    let leader = cluster.leader(Duration::from_secs(60)).await;
+    setup(&cluster, leader).await;
+    let node = cluster
+        .client(leader)
+        .await
+        .unwrap()
+        .place(authed(PlaceRequest {
+            tenant: TENANT.into(),
+            name: FUNCTION.into(),
+            invocation_id: "running".into(),
+        }))
+        .await
+        .expect("place")
+        .into_inner()
+        .node_id;
+    let register = |resumed: bool| {
+        let (endpoint, node) = (cluster.endpoint(leader), node.clone());
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let addr = format!("sim://{node}");
+            NodeRegistryClient::new(channel)
+                .register_node(RegisterNodeRequest {
+                    node_id: node,
+                    addr,
+                    memory_bytes: 1 << 40,
+                    resumed,
+                })
+                .await
+                .expect("register again");
+        }
+    };
+    let tasks_of = |state: &Value| -> Vec<String> {
+        state["nodes"][node.as_str()]["tasks"]
+            .as_array()
+            .expect("the node's tasks")
+            .iter()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect()
+    };
+    let state = |d: ephemera_proto::v1::DumpReply| -> Value {
+        serde_json::from_str(&d.state_json).expect("state JSON")
+    };
+
+    register(true).await;
+    let s = state(cluster.dump(leader).await.unwrap());
+    assert_eq!(tasks_of(&s), ["running"], "resumed: kept: {s}");
+    assert_eq!(s["nodes"][node.as_str()]["up"], true, "{s}");
+
+    register(false).await;
+    let s = state(cluster.dump(leader).await.unwrap());
+    assert!(tasks_of(&s).is_empty(), "fresh start: released: {s}");
+    assert_eq!(s["nodes"][node.as_str()]["up"], true, "{s}");
+    assert_eq!(s["tasks"], serde_json::json!({}), "{s}");
 }

@@ -214,7 +214,7 @@ impl NodeRegistry for Api {
     ) -> Result<Response<pb::RegisterNodeReply>, Status> {
         let req = req.into_inner();
         self.controller
-            .register_node(req.node_id, req.addr, req.memory_bytes)
+            .register_node(req.node_id, req.addr, req.memory_bytes, req.resumed)
             .await?;
         Ok(Response::new(pb::RegisterNodeReply {}))
     }

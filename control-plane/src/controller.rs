@@ -642,12 +642,15 @@ impl Controller {
         }
     }
 
-    /// An agent joins (or rejoins after a restart: its old placements are released).
+    /// An agent joins, or rejoins: after a restart (`resumed` false) its old
+    /// placements are released; after losing its controller (`resumed`
+    /// true) they are still running and are kept.
     pub async fn register_node(
         &self,
         node_id: String,
         addr: String,
         memory_bytes: u64,
+        resumed: bool,
     ) -> Result<(), ApiError> {
         check_name("node id", &node_id)?;
         if memory_bytes == 0 {
@@ -655,7 +658,7 @@ impl Controller {
                 "node {node_id}: memory must be positive"
             )));
         }
-        let stale = {
+        let stale = !resumed && {
             let state = self.node.state.read().unwrap_or_else(|e| e.into_inner());
             state
                 .nodes

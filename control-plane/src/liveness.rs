@@ -2,6 +2,7 @@
 //! down (a Raft command, which releases its placements) when it has not heard
 //! from it for the timeout. A new leader gives every agent a full timeout from
 //! the moment it took over, since the old leader's records died with it.
+//! The mark is proposed only while this controller leads (never forwarded).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use ephemera_storage::Command;
 
 use crate::controller::Controller;
+use crate::raft::WriteError;
 
 /// Last heartbeat per node, as seen by this controller.
 #[derive(Debug)]
@@ -74,13 +76,17 @@ pub async fn run(controller: Arc<Controller>, mut shutdown: tokio::sync::watch::
                 continue;
             }
             tracing::warn!(node = %node_id, timeout = ?liveness.timeout, "agent silent; marking it down");
-            if let Err(e) = controller
-                .write(Command::SetNodeUp {
-                    node_id: node_id.clone(),
-                    up: false,
-                })
+            // Only as the leader that saw the silence: a deposed leader
+            // (cut off, so it heard nobody) must not have this decision
+            // forwarded to, and applied by, the leader that did hear them.
+            let mark = controller.node.write_as_leader(Command::SetNodeUp {
+                node_id: node_id.clone(),
+                up: false,
+            });
+            let outcome = tokio::time::timeout(liveness.timeout, mark)
                 .await
-            {
+                .unwrap_or_else(|_| Err(WriteError::NoLeader));
+            if let Err(e) = outcome {
                 tracing::warn!(node = %node_id, error = %e, "could not mark the agent down");
             }
         }

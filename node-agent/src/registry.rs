@@ -38,10 +38,12 @@ pub async fn maintain(reg: Registration, mut stop: watch::Receiver<bool>) {
     let mut next = 0usize;
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u64;
+    let mut registered = false;
     loop {
         let ok = match client.as_mut() {
-            None => match register(&reg, next).await {
+            None => match register(&reg, next, registered).await {
                 Ok(c) => {
+                    registered = true;
                     tracing::info!(
                         node = %reg.node_id,
                         controller = %reg.endpoints[next % reg.endpoints.len()],
@@ -110,7 +112,13 @@ pub async fn maintain(reg: Registration, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn register(reg: &Registration, index: usize) -> Result<NodeRegistryClient<Channel>, String> {
+/// Registers with controller `index`; `resumed` says this process has
+/// registered before, so its running placements must be kept.
+async fn register(
+    reg: &Registration,
+    index: usize,
+    resumed: bool,
+) -> Result<NodeRegistryClient<Channel>, String> {
     let ep = &reg.endpoints[index % reg.endpoints.len()];
     let endpoint = Endpoint::from_shared(ep.clone())
         .map_err(|e| format!("bad endpoint {ep:?}: {e}"))?
@@ -126,6 +134,7 @@ async fn register(reg: &Registration, index: usize) -> Result<NodeRegistryClient
             node_id: reg.node_id.clone(),
             addr: reg.advertise_addr.clone(),
             memory_bytes: reg.memory_bytes,
+            resumed,
         })
         .await
         .map_err(|s| format!("RegisterNode: {s}"))?;

@@ -96,10 +96,15 @@ async fn registers_when_the_controller_appears_and_again_when_forgotten() {
         assert_eq!(r.node_id, "test-registry");
         assert_eq!(r.memory_bytes, 8 << 30);
         assert!(r.addr.starts_with("http://127.0.0.1:"), "{}", r.addr);
+        assert!(!r.resumed, "a fresh agent's placements are stale: {r:?}");
     }
     wait_for("heartbeats", &fake, |s| s.heartbeats >= 3).await;
     fake.0.lock().unwrap().forget = true;
     wait_for("registration again", &fake, |s| s.registrations.len() >= 2).await;
+    assert!(
+        fake.0.lock().unwrap().registrations[1].resumed,
+        "the same agent process registering again keeps its placements"
+    );
 
     agent.stop().await;
     let _ = stop.send(());

@@ -163,6 +163,7 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
                 node_id: format!("sim-{i}"),
                 addr: format!("sim://{i}"),
                 memory_bytes: 1 << 50,
+                resumed: false,
             })
             .await
             .context("registering a simulated node")?;

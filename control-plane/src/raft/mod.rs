@@ -207,6 +207,21 @@ impl RaftNode {
             .map_err(|_| WriteError::Raft("the writer has stopped".into()))?
     }
 
+    /// Commits `cmd` only while this member leads: never forwarded, never
+    /// retried elsewhere. For decisions made from this member's own view
+    /// (an agent it has not heard from), which must not be applied by a
+    /// later leader once this one has been deposed; a deposed leader's
+    /// pending entry is dropped when it steps down.
+    pub async fn write_as_leader(&self, cmd: Command) -> Result<Response, WriteError> {
+        match self.raft.client_write(cmd).await {
+            Ok(reply) => Ok(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(WriteError::NoLeader)
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
     /// Waits until this member has applied everything the leader had
     /// committed when the call started, so a read of the local state that
     /// follows is linearizable. On the leader this is openraft's
@@ -366,6 +381,16 @@ impl Proposer {
         }
     }
 
+    /// Resolves once this member no longer takes `leader` for the leader.
+    async fn leader_changes_from(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        while metrics.borrow_and_update().current_leader == Some(leader) {
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     async fn forward(
         &self,
         leader: NodeId,
@@ -381,14 +406,19 @@ impl Proposer {
         let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
         let mut client = RaftServiceClient::new(channel);
         // Bounded: a leader that died mid-call must not hold this batch
-        // (and the writes queued behind it) until TCP notices. Commands are
-        // idempotent by invocation id, so the caller's retry is safe.
+        // (and the writes queued behind it) until TCP notices, so the call
+        // ends when its time is up or as soon as this member stops
+        // believing `leader` leads. Commands are idempotent by invocation
+        // id, so the caller's retry is safe even if this one did commit.
         let mut call = tonic::Request::new(RaftPayload { data });
         call.set_timeout(FORWARD_TIMEOUT);
-        let reply = client.client_write(call).await.map_err(|s| {
-            self.pool.forget_after(addr, &s);
-            fail(s.message().to_string())
-        })?;
+        let reply = tokio::select! {
+            reply = client.client_write(call) => reply.map_err(|s| {
+                self.pool.forget_after(addr, &s);
+                fail(s.message().to_string())
+            })?,
+            () = self.leader_changes_from(leader) => return Err(WriteError::NoLeader),
+        };
         let result: Result<Response, RaftError<NodeId, ClientWriteError<NodeId, Node>>> =
             serde_json::from_slice(&reply.into_inner().data).map_err(|e| fail(e.to_string()))?;
         match result {
