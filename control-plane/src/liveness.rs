@@ -85,7 +85,7 @@ pub async fn run(controller: Arc<Controller>, mut shutdown: tokio::sync::watch::
             });
             let outcome = tokio::time::timeout(liveness.timeout, mark)
                 .await
-                .unwrap_or_else(|_| Err(WriteError::NoLeader));
+                .unwrap_or(Err(WriteError::NoLeader));
             if let Err(e) = outcome {
                 tracing::warn!(node = %node_id, error = %e, "could not mark the agent down");
             }
