@@ -16,11 +16,11 @@
 //! functions that never touch the tier), else on the first tier file opened
 //! while a limit exists, and is restarted in a fork child on demand.
 //!
-//! The placement budget leaves room for the process's own memory: a file
-//! may be mapped (or grow) only while mapped bytes plus the anonymous
-//! resident set stay under the high-water mark. A file that would not fit
-//! goes to the kernel path at once instead of thrashing the cgroup until
-//! the adapter evicts it.
+//! The placement budget leaves room for memory the tier does not own (the
+//! process's own, and the cgroup's other pages): a file may be mapped, and
+//! its reserved size grow, only while everything stays under the low-water
+//! mark. A file that would not fit goes to the kernel path at once instead
+//! of filling the cgroup until the adapter has to evict it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -42,8 +42,10 @@ const MAX_EVICT_PER_TICK: usize = 64;
 static STARTED: AtomicBool = AtomicBool::new(false);
 /// The cgroup limit found at start-up (0 = none readable); see [`cgroup`].
 static CGROUP_LIMIT: AtomicU64 = AtomicU64::new(0);
-/// The process's anonymous resident bytes at the last sample (not file
-/// pages: those are the tier's own, counted in `MappedBytes`).
+/// Memory the tier does not own, at the last sample: the larger of this
+/// process's resident bytes less the tier's mapped bytes (heap, stacks,
+/// libraries) and the cgroup's usage less them (other processes, page
+/// cache of other files).
 static NATIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes mapped now: the control block's gauge when shared, else ours.
@@ -59,26 +61,24 @@ pub fn limit() -> u64 {
     }
 }
 
-/// Whether `extra` more mapped bytes stay within the budget: mapped bytes
-/// plus the process's own memory under the high-water mark of the limit.
-fn within_budget(extra: u64) -> bool {
+/// Bytes the tier may still map: the low-water mark of the limit less
+/// what is mapped and the memory the tier does not own. Unbounded without
+/// a limit and in `memory` mode. Staying under the low-water mark keeps a
+/// growing file out of the adapter's way: it is handed to the kernel path
+/// (no write-back) before the adapter would have to evict it (write-back).
+pub fn room() -> u64 {
     let limit = limit();
-    limit == 0
-        || mapped()
-            .saturating_add(NATIVE.load(Ordering::Relaxed))
-            .saturating_add(extra)
-            <= limit / 100 * HIGH_PCT
+    if limit == 0 || control::mode() == Mode::Memory {
+        return u64::MAX;
+    }
+    (limit / 100 * LOW_PCT)
+        .saturating_sub(mapped())
+        .saturating_sub(NATIVE.load(Ordering::Relaxed))
 }
 
 /// Whether a file of `size` bytes may be placed in memory (adaptive mode).
 pub fn fits(size: u64) -> bool {
-    within_budget(size)
-}
-
-/// Whether a mapped file may grow from `old` to `new` bytes; beyond the
-/// budget it moves to the kernel path (adaptive mode).
-pub fn may_grow(old: u64, new: u64) -> bool {
-    new <= old || control::mode() == Mode::Memory || within_budget(new - old)
+    size <= room()
 }
 
 /// Whether a closed file may stay mapped for a reopen.
@@ -153,9 +153,9 @@ fn read_u64(p: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-/// Resident set size of this process in bytes, and the part of it that is
-/// anonymous (resident minus file-backed and shared pages); records the
-/// latter for the budget.
+/// Resident set size of this process in bytes; records for the budget the
+/// part the tier does not own (resident less the tier's mapped bytes, at
+/// least the anonymous part).
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let mut fields = statm
@@ -165,8 +165,11 @@ fn rss() -> u64 {
     let (resident, shared) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    NATIVE.store(resident.saturating_sub(shared) * page, Ordering::Relaxed);
-    resident * page
+    let resident = resident * page;
+    // Libraries are resident file pages too; only the tier's are excluded.
+    let not_tier = (resident.saturating_sub(shared * page)).max(resident.saturating_sub(mapped()));
+    NATIVE.store(not_tier, Ordering::Relaxed);
+    resident
 }
 
 /// Starts the adapter thread once, if there is anything to adapt to.
@@ -205,6 +208,7 @@ fn pressure() -> (u64, u64) {
     let cg_limit = CGROUP_LIMIT.load(Ordering::Relaxed);
     if cg_limit > 0 {
         if let Some(used) = cgroup().usage.as_deref().and_then(read_u64) {
+            NATIVE.fetch_max(used.saturating_sub(mapped()), Ordering::Relaxed);
             let ratio = |(u, l): (u64, u64)| u.saturating_mul(1000).checked_div(l).unwrap_or(0);
             if ratio((used, cg_limit)) > ratio(worst) {
                 worst = (used, cg_limit);

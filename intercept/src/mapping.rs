@@ -93,15 +93,22 @@ fn set_ksize(inode: &mut Inode, new: u64) {
 }
 
 /// Makes `[0, end)` touchable: grows the reserved range (`mremap`) and the
-/// kernel file (`ftruncate` through the writable `fd`) when needed.
-pub fn reserve(inode: &mut Inode, end: u64, fd: c_int) -> Result<(), c_int> {
+/// kernel file (`ftruncate` through the writable `fd`) when needed, ahead
+/// (doubling) by at most `room` bytes, so that writes inside the reserved
+/// size never take the tier past its budget.
+pub fn reserve(inode: &mut Inode, end: u64, fd: c_int, room: u64) -> Result<(), c_int> {
     if end <= inode.ksize {
         return Ok(());
     }
     if !inode.writable {
         return Err(libc::EBADF);
     }
-    let want = end.max(inode.ksize.saturating_mul(2)).max(MIN_GROW);
+    let ahead = inode
+        .ksize
+        .saturating_mul(2)
+        .max(MIN_GROW)
+        .min(inode.ksize.saturating_add(room));
+    let want = end.max(ahead);
     let want = round_page(want).ok_or(libc::EFBIG)?;
     if want > i64::MAX as u64 {
         return Err(libc::EFBIG);
@@ -158,10 +165,10 @@ pub unsafe fn copy_in(inode: &mut Inode, off: u64, buf: *const u8, n: usize) {
 }
 
 /// Sets the logical size to `len` (`ftruncate` semantics), keeping the bytes
-/// past it zero. `fd` is a writable fd of the file.
-pub fn set_len(inode: &mut Inode, len: u64, fd: c_int) -> Result<(), c_int> {
+/// past it zero. `fd` is a writable fd of the file; `room` as for [`reserve`].
+pub fn set_len(inode: &mut Inode, len: u64, fd: c_int, room: u64) -> Result<(), c_int> {
     if len > inode.size {
-        reserve(inode, len, fd)?;
+        reserve(inode, len, fd, room)?;
     } else if len < inode.size {
         // Cut the tail off in the kernel too (truncate down, then back up to
         // the reserved size): the bytes past `len` become a hole that reads

@@ -445,8 +445,16 @@ impl Tier {
             Some(e) if e <= i64::MAX as u64 => e,
             _ => return Some(fail(libc::EFBIG)),
         };
-        if !crate::adapter::may_grow(inode.ksize, end) || mapping::reserve(inode, end, fd).is_err()
-        {
+        let room = crate::adapter::room();
+        if end.saturating_sub(inode.ksize) > room {
+            // Over budget: the kernel takes the file over. Its pages, dirtied
+            // through the mapping, start going to disk now, so the cgroup can
+            // reclaim them cheaply when the file outgrows it.
+            self.fallback_inode(o.inode);
+            sys::start_writeback(fd);
+            return None;
+        }
+        if mapping::reserve(inode, end, fd, room).is_err() {
             self.fallback_inode(o.inode);
             return None;
         }
@@ -515,8 +523,9 @@ impl Tier {
             return Some(fail(libc::EINVAL));
         }
         let inode = self.inodes.get(o.inode);
-        if !crate::adapter::may_grow(inode.ksize, len as u64)
-            || mapping::set_len(inode, len as u64, fd).is_err()
+        let room = crate::adapter::room();
+        if (len as u64).saturating_sub(inode.ksize) > room
+            || mapping::set_len(inode, len as u64, fd, room).is_err()
         {
             self.fallback_inode(o.inode);
             return None;

@@ -67,10 +67,11 @@ fn a_control_block_limit_drives_eviction_and_the_safeguard() {
     let tier = tempfile::tempdir().unwrap();
     let ctl_dir = tempfile::tempdir().unwrap();
     let ctl = ctl_dir.path().join("control");
-    let block = ControlBlock::create(&ctl, 16 << 20, Mode::Adaptive).unwrap();
-    // Writes 40 files of 2 MiB (80 MiB against a 16 MiB limit), closing each:
-    // closed files stay mapped until the adapter evicts them. Then waits
-    // (bounded) for the adapter to have acted, reading the shared counters.
+    let block = ControlBlock::create(&ctl, 48 << 20, Mode::Adaptive).unwrap();
+    // Writes 40 files of 2 MiB (80 MiB against a 48 MiB limit), closing each:
+    // closed files stay mapped until evicted to make room. Then the process
+    // itself grows near its limit (a 28 MiB buffer) and waits (bounded) for
+    // the adapter to have raised the safeguard, reading the shared counters.
     let script = r#"
 import os, sys, time
 from pathlib import Path
@@ -78,6 +79,7 @@ data = os.urandom(2 << 20)
 for i in range(40):
     Path(f'f{i}').write_bytes(data)
     assert Path(f'f{i}').read_bytes() == data
+hog = b'x' * (28 << 20)
 for _ in range(500):
     ctl = open(sys.argv[1], 'rb').read()
     words = [int.from_bytes(ctl[i * 8:i * 8 + 8], 'little') for i in range(20)]
@@ -94,7 +96,7 @@ for i in range(40):
         .arg(script)
         .arg(&ctl));
     let c = block.counters();
-    assert!(c.evictions > 0, "no evictions under a 16 MiB limit: {c:?}");
+    assert!(c.evictions > 0, "no evictions under a 48 MiB limit: {c:?}");
     assert!(c.safeguard && c.peak_native > 0, "{c:?}");
     assert!(c.files_mapped >= 40, "{c:?}");
     assert_eq!(c.mapped_bytes, 0, "{c:?}");
@@ -117,4 +119,62 @@ for i in range(40):
             "from pathlib import Path; Path('big').write_bytes(b'z' * (8 << 20))",
         ]));
     assert!(!block.counters().safeguard, "{:?}", block.counters());
+}
+
+/// A file that outgrows the budget moves to the kernel path while it grows,
+/// before the adapter would have to evict (and write back) it: mapped only
+/// up to the budget (the limit's low-water mark less the process's own
+/// memory), then handed over once, never evicted, every byte intact.
+#[test]
+fn a_file_outgrowing_the_budget_is_handed_to_the_kernel_not_evicted() {
+    let tier = tempfile::tempdir().unwrap();
+    let ctl_dir = tempfile::tempdir().unwrap();
+    let ctl = ctl_dir.path().join("control");
+    let block = ControlBlock::create(&ctl, 64 << 20, Mode::Adaptive).unwrap();
+    let script = r#"
+import hashlib, os
+block = bytes(range(256)) * 32
+with open('big', 'wb') as f:
+    for i in range(96 << 7):
+        f.write(block)
+h = hashlib.sha256()
+with open('big', 'rb') as f:
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+print(h.hexdigest())
+"#;
+    let out = ok(tiered("python3", tier.path())
+        .current_dir(tier.path())
+        .env("EPHEMERA_CONTROL", &ctl)
+        .arg("-c")
+        .arg(script));
+    let mut expect = sha2_of_pattern(96 << 20);
+    expect.push('\n');
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
+    assert_eq!(
+        std::fs::metadata(tier.path().join("big")).unwrap().len(),
+        96 << 20
+    );
+    let c = block.counters();
+    assert_eq!(c.files_mapped, 1, "{c:?}");
+    assert_eq!(c.fallbacks, 1, "handed over once: {c:?}");
+    assert_eq!(c.evictions, 0, "never evicted: {c:?}");
+    assert!(
+        c.bytes_written > 8 << 20 && c.bytes_written < 52 << 20,
+        "written in memory up to the budget (80 % of 64 MiB less its own memory): {c:?}"
+    );
+    assert!(!c.safeguard, "{c:?}");
+    assert_eq!(c.mapped_bytes, 0, "{c:?}");
+}
+
+/// SHA-256 (hex) of `len` bytes of the repeating 0..=255 pattern.
+fn sha2_of_pattern(len: usize) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import hashlib; print(hashlib.sha256(bytes(range(256)) * ({len} // 256)).hexdigest(), end='')"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
 }
