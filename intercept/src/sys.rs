@@ -90,21 +90,6 @@ pub fn ftruncate(fd: c_int, len: off_t) -> c_int {
     unsafe { libc::syscall(libc::SYS_ftruncate, fd, len) as c_int }
 }
 
-/// `sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`: starts writing the
-/// file's dirty pages back without waiting for it.
-pub fn start_writeback(fd: c_int) -> c_int {
-    // SAFETY: no pointers are involved.
-    unsafe {
-        libc::syscall(
-            libc::SYS_sync_file_range,
-            fd,
-            0 as off_t,
-            0 as off_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        ) as c_int
-    }
-}
-
 /// `fsync(2)` / `fdatasync(2)`.
 pub fn fsync(fd: c_int, data_only: bool) -> c_int {
     let nr = if data_only {

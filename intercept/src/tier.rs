@@ -448,10 +448,12 @@ impl Tier {
         let room = crate::adapter::room();
         if end.saturating_sub(inode.ksize) > room {
             // Over budget: the kernel takes the file over. Its pages, dirtied
-            // through the mapping, start going to disk now, so the cgroup can
-            // reclaim them cheaply when the file outgrows it.
+            // through the mapping, are written back now, so the cgroup can
+            // reclaim them cheaply as the file outgrows it (measured: +23 %
+            // vs a plain disk dir for the thesis's I/O task without sharing,
+            // against +66 % when the write-back was only started).
             self.fallback_inode(o.inode);
-            sys::start_writeback(fd);
+            sys::fsync(fd, true);
             return None;
         }
         if mapping::reserve(inode, end, fd, room).is_err() {
