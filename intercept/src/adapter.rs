@@ -40,6 +40,10 @@ const LOW_PCT: u64 = 80;
 const MAX_EVICT_PER_TICK: usize = 64;
 
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// When a writer last refreshed [`NATIVE`] itself (monotonic ns).
+static NATIVE_AT: AtomicU64 = AtomicU64::new(0);
+/// How old [`NATIVE`] may be when the budget is checked.
+const FRESH: Duration = Duration::from_millis(2);
 /// The cgroup limit found at start-up (0 = none readable); see [`cgroup`].
 static CGROUP_LIMIT: AtomicU64 = AtomicU64::new(0);
 /// Memory the tier does not own, at the last sample: the larger of this
@@ -71,6 +75,7 @@ pub fn room() -> u64 {
     if limit == 0 || control::mode() == Mode::Memory {
         return u64::MAX;
     }
+    refresh_native();
     (limit / 100 * LOW_PCT)
         .saturating_sub(mapped())
         .saturating_sub(NATIVE.load(Ordering::Relaxed))
@@ -153,23 +158,74 @@ fn read_u64(p: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-/// Resident set size of this process in bytes; records for the budget the
-/// part the tier does not own (resident less the tier's mapped bytes, at
-/// least the anonymous part).
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let mut fields = statm
-        .split_whitespace()
+/// `/proc/self/statm`'s resident and shared sizes, in bytes. Raw system
+/// calls and a stack buffer: it also runs inside hooks, under the tier lock.
+fn statm() -> Option<(u64, u64)> {
+    let mut buf = [0u8; 160];
+    // SAFETY: the path is a NUL-terminated literal.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { sys::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    sys::close(fd);
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    let mut fields = text
+        .split(|b| b.is_ascii_whitespace())
         .skip(1)
-        .map(|v| v.parse::<u64>().unwrap_or(0));
-    let (resident, shared) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+        .map(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
+    let (resident, shared) = (fields.next()??, fields.next()??);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    let resident = resident * page;
-    // Libraries are resident file pages too; only the tier's are excluded.
-    let not_tier = (resident.saturating_sub(shared * page)).max(resident.saturating_sub(mapped()));
-    NATIVE.store(not_tier, Ordering::Relaxed);
+    Some((resident * page, shared * page))
+}
+
+/// The part of this process's resident memory the tier does not own: all
+/// of it less the tier's mapped bytes (libraries are resident file pages
+/// too), at least the anonymous part.
+fn not_tier((resident, shared): (u64, u64)) -> u64 {
     resident
+        .saturating_sub(shared)
+        .max(resident.saturating_sub(mapped()))
+}
+
+/// Resident set size of this process in bytes; records the part the tier
+/// does not own for the budget.
+fn rss() -> u64 {
+    let sizes = statm().unwrap_or((0, 0));
+    NATIVE.store(not_tier(sizes), Ordering::Relaxed);
+    sizes.0
+}
+
+/// Raises the recorded memory the tier does not own from a fresh sample
+/// when the last one is older than [`FRESH`]: a file can grow faster than
+/// the adapter thread samples, and on a busy machine that thread may not
+/// run for a while.
+fn refresh_native() {
+    // SAFETY: all-zero is a valid timespec, which clock_gettime fills.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is writable.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = (ts.tv_sec.max(0) as u64) * 1_000_000_000 + ts.tv_nsec.max(0) as u64;
+    let last = NATIVE_AT.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < FRESH.as_nanos() as u64
+        || NATIVE_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    if let Some(sizes) = statm() {
+        NATIVE.fetch_max(not_tier(sizes), Ordering::Relaxed);
+    }
 }
 
 /// Starts the adapter thread once, if there is anything to adapt to.
