@@ -805,14 +805,17 @@ impl ComposeCluster {
 
     /// Runs the `ephemera` CLI against controller `via` (60 s deadline).
     pub fn cli(&self, via: u64, args: &[&str]) -> Result<String, String> {
-        run_ok(
-            Command::new(&self.cli_path)
-                .env("EPHEMERA_ENDPOINT", self.endpoint(via))
-                .env("EPHEMERA_TOKEN", &self.token)
-                .env_remove("EPHEMERA_LOG")
-                .args(args),
-            Duration::from_secs(60),
-        )
+        run_ok(&mut self.cli_command(via, args), Duration::from_secs(60))
+    }
+
+    /// The CLI with `args`, talking to controller `via` with the admin token.
+    fn cli_command(&self, via: u64, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.cli_path);
+        cmd.env("EPHEMERA_ENDPOINT", self.endpoint(via))
+            .env("EPHEMERA_TOKEN", &self.token)
+            .env_remove("EPHEMERA_LOG")
+            .args(args);
+        cmd
     }
 
     /// Runs the CLI like [`Self::cli`], exporting its spans to the
@@ -825,16 +828,12 @@ impl ComposeCluster {
             .map(|(_, v)| v.clone())
             .ok_or("no collector port")?;
         run_ok(
-            Command::new(&self.cli_path)
-                .env("EPHEMERA_ENDPOINT", self.endpoint(via))
-                .env("EPHEMERA_TOKEN", &self.token)
+            self.cli_command(via, args)
                 .env(
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
                     format!("http://127.0.0.1:{port}"),
                 )
-                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-                .env_remove("EPHEMERA_LOG")
-                .args(args),
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200"),
             Duration::from_secs(60),
         )
     }

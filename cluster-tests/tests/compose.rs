@@ -32,6 +32,7 @@ use ephemera_cluster_tests::compose::{
 };
 use ephemera_cluster_tests::wait_for;
 use ephemera_proto::v1::{InvokeReply, InvokeRequest, PlaceRequest, ReleaseRequest};
+use ephemera_telemetry::INVOCATION_SPANS;
 use serde_json::{json, Value};
 
 const TENANT: &str = "ct";
@@ -134,16 +135,6 @@ fn agents_marked_down(c: &ComposeCluster) -> String {
     )
 }
 
-/// The spans one invocation leaves, parent before child.
-const CHAIN: [&str; 6] = [
-    "cli_invoke",
-    "invoke",
-    "schedule",
-    "agent_run",
-    "reallocate",
-    "instance_run",
-];
-
 /// f. One invocation through the CLI is one trace in the compose
 /// collector: CLI → controller `invoke` → Raft `schedule`, and `agent_run`
 /// on the agent → tenant actor `reallocate` and `instance_run`, linked
@@ -197,7 +188,7 @@ async fn traces(c: &ComposeCluster) -> String {
                 .into_iter()
                 .filter(|s| s["trace_id"] == trace_id.as_str())
                 .collect();
-            let missing: Vec<&str> = CHAIN
+            let missing: Vec<&str> = INVOCATION_SPANS
                 .iter()
                 .copied()
                 .filter(|n| !trace.iter().any(|s| s["name"] == *n))

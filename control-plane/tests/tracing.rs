@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{repo, DevCluster};
-use ephemera_telemetry::{read_spans, serve_collector, SpanRecord};
+use ephemera_telemetry::{read_spans, serve_collector, SpanRecord, INVOCATION_SPANS};
 
 /// Makes every process this test starts (they inherit the environment)
 /// export its spans to `endpoint`, in batches every 200 ms. Called before any
@@ -21,17 +21,8 @@ fn export_traces_to(endpoint: &str) {
     std::env::remove_var("EPHEMERA_TRACE");
 }
 
-const CHAIN: [&str; 6] = [
-    "cli_invoke",
-    "invoke",
-    "schedule",
-    "agent_run",
-    "reallocate",
-    "instance_run",
-];
-
 /// The spans of the trace whose controller `invoke` span ran `invocation_id`,
-/// once every span of [`CHAIN`] is in it.
+/// once every span of [`INVOCATION_SPANS`] is in it.
 fn wait_for_trace(path: &Path, invocation_id: &str) -> (Vec<SpanRecord>, Vec<SpanRecord>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -46,7 +37,10 @@ fn wait_for_trace(path: &Path, invocation_id: &str) -> (Vec<SpanRecord>, Vec<Spa
                 .filter(|s| s.trace_id == trace_id)
                 .cloned()
                 .collect();
-            if CHAIN.iter().all(|n| trace.iter().any(|s| s.name == *n)) {
+            if INVOCATION_SPANS
+                .iter()
+                .all(|n| trace.iter().any(|s| s.name == *n))
+            {
                 return (trace, all);
             }
         }
@@ -117,7 +111,7 @@ fn an_invocation_is_one_trace_from_the_cli_to_the_instance() {
     // One trace: no span of the chain for this invocation lives elsewhere.
     let traces: BTreeSet<&str> = all
         .iter()
-        .filter(|s| CHAIN.contains(&s.name.as_str()))
+        .filter(|s| INVOCATION_SPANS.contains(&s.name.as_str()))
         .map(|s| s.trace_id.as_str())
         .collect();
     assert_eq!(traces.len(), 1, "one invocation, one trace: {all:#?}");

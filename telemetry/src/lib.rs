@@ -31,5 +31,18 @@ pub mod propagation;
 pub mod setup;
 
 pub use collector::{read_spans, serve_collector, CollectorError, SpanRecord};
+
+/// The spans one invocation leaves, parent before child: the CLI's
+/// `cli_invoke`, the controller's `invoke` and its Raft `schedule`, the
+/// agent's `agent_run`, and under it the tenant actor's `reallocate` and
+/// the `instance_run`. Tests find an invocation's trace by these names.
+pub const INVOCATION_SPANS: [&str; 6] = [
+    "cli_invoke",
+    "invoke",
+    "schedule",
+    "agent_run",
+    "reallocate",
+    "instance_run",
+];
 pub use propagation::{extract, inject, inject_current, propagate, set_parent_from, traced};
 pub use setup::{init, init_with, TelemetryConfig, TelemetryGuard, OTLP_ENDPOINT_ENV};
