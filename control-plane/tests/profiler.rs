@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{repo, DevCluster};
 use serde_json::Value;
 
@@ -52,20 +54,13 @@ fn deploy_with_inputs_and_first_invocation_both_profile() {
     );
 
     // No inputs: unmeasured until the first invocation.
-    cluster.ok(&[
-        "fn",
-        "deploy",
-        "--tenant",
+    cluster.deploy(
         "demo",
-        "--name",
         "io2",
-        "--dir",
-        io,
-        "--cmd",
+        Path::new(io),
         "ephemera-python handler.py",
-        "--memory",
         "256MiB",
-    ]);
+    );
     assert_eq!(show(&cluster, "demo/io2")["profile"]["measured"], false);
     cluster.ok(&[
         "invoke",
@@ -93,20 +88,13 @@ fn deploy_with_inputs_and_first_invocation_both_profile() {
          \x20   return {'held': len(block)}\n",
     )
     .unwrap();
-    cluster.ok(&[
-        "fn",
-        "deploy",
-        "--tenant",
+    cluster.deploy(
         "demo",
-        "--name",
         "hold",
-        "--dir",
-        code.path().to_str().unwrap(),
-        "--cmd",
+        code.path(),
         "ephemera-python handler.py",
-        "--memory",
         "256MiB",
-    ]);
+    );
     let out = cluster.ok(&["invoke", "demo/hold", "--input", r#"{"mib": 48}"#]);
     assert!(out.contains(&(48u64 << 20).to_string()), "{out}");
     let p = &show(&cluster, "demo/hold")["profile"];
