@@ -225,6 +225,22 @@ enum BenchCmd {
         /// Invocations of each task per scenario.
         #[arg(long, default_value_t = 2)]
         repetitions: usize,
+        /// Rounds of the interleaved CPU measurement (0 skips it).
+        #[arg(long, default_value_t = 40)]
+        cpu_ab_rounds: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Only the CPU task's interleaved rounds of `bench sharing`: its latency
+    /// without the preload, with it, and with it while lending memory.
+    Cpu {
+        /// Rounds (one invocation of each condition per round).
+        #[arg(long, default_value_t = 60)]
+        rounds: usize,
+        /// Target length of one CPU invocation, ms.
+        #[arg(long, default_value_t = 300)]
+        ms: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -602,6 +618,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 io_ops,
                 io_file_mib,
                 repetitions,
+                cpu_ab_rounds,
                 json,
             } => {
                 let lib = artifacts::intercept_lib()
@@ -611,11 +628,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 opts.io_ops = io_ops;
                 opts.io_file_mib = io_file_mib;
                 opts.repetitions = repetitions.max(1);
+                opts.cpu_ab_rounds = cpu_ab_rounds;
                 let report = ephemera_node_agent::bench::sharing_mix(opts).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
                     println!("{report}");
+                }
+                Ok(())
+            }
+            BenchCmd::Cpu { rounds, ms, json } => {
+                let lib = artifacts::intercept_lib()
+                    .context("bench cpu needs libephemera_intercept.so next to this binary")?;
+                let mut opts =
+                    ephemera_node_agent::bench::MixOptions::new(artifacts::proxy_bin()?, lib);
+                opts.cpu_ab_rounds = rounds;
+                opts.cpu_ab_ms = ms;
+                let report = ephemera_node_agent::bench::cpu_interleaved(opts).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{report}");
                 }
                 Ok(())
             }

@@ -101,6 +101,21 @@ pub fn fsync(fd: c_int, data_only: bool) -> c_int {
     unsafe { libc::syscall(nr, fd) as c_int }
 }
 
+/// `posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)`: drops the file's clean
+/// pages from the page cache.
+pub fn drop_cached(fd: c_int) -> c_int {
+    // SAFETY: no pointers are involved.
+    unsafe {
+        libc::syscall(
+            libc::SYS_fadvise64,
+            fd,
+            0 as off_t,
+            0 as off_t,
+            libc::POSIX_FADV_DONTNEED,
+        ) as c_int
+    }
+}
+
 /// `fstat(2)` into a zeroed `stat`; `None` on failure (errno set).
 pub fn fstat(fd: c_int) -> Option<libc::stat> {
     // SAFETY: all-zero bytes are a valid `stat`.

@@ -447,13 +447,16 @@ impl Tier {
         };
         let room = crate::adapter::room();
         if end.saturating_sub(inode.ksize) > room {
-            // Over budget: the kernel takes the file over. Its pages, dirtied
-            // through the mapping, are written back now, so the cgroup can
-            // reclaim them cheaply as the file outgrows it (measured: +23 %
-            // vs a plain disk dir for the thesis's I/O task without sharing,
-            // against +66 % when the write-back was only started).
+            // Over budget: the kernel takes the file over, and the memory
+            // with it. Its pages, dirtied through the mapping, are written
+            // back and dropped: our page faults made them large folios, and
+            // each kernel `write` into one walks all of its buffers (ext4,
+            // 6.18: random 8 KiB rewrites of a 128 MiB file took 4-7x as long
+            // as on a file made by `write`). The kernel recreates what it
+            // needs as small folios; the disk copy is current.
             self.fallback_inode(o.inode);
             sys::fsync(fd, true);
+            sys::drop_cached(fd);
             return None;
         }
         if mapping::reserve(inode, end, fd, room).is_err() {

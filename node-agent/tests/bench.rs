@@ -17,6 +17,8 @@ async fn sharing_mix_runs_with_tiny_sizes() {
     o.cpu_rounds = Some(30);
     o.repetitions = 1;
     o.decision_rounds = 1000;
+    o.cpu_ab_rounds = 2;
+    o.cpu_ab_ms = 30;
     let report = sharing_mix(o).await.expect("bench");
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
@@ -54,9 +56,20 @@ async fn sharing_mix_runs_with_tiny_sizes() {
             .cpu_idle_partner_mean_ms
             .is_some());
     }
+    // The interleaved CPU rounds: one invocation per condition per round,
+    // and the lending condition really lent.
+    let ab = report.cpu_ab.as_ref().expect("cpu A/B rounds ran");
+    assert_eq!(ab.rounds, 2);
+    for v in [&ab.disk_ms, &ab.tier_ms, &ab.lending_ms] {
+        assert_eq!(v.len(), 2, "{ab:?}");
+        assert!(v.iter().all(|ms| *ms > 0.0), "{ab:?}");
+    }
+    assert_eq!(ab.preload.change_pct.len(), 2);
+    assert!(ab.lending_limit_mib < 300.0, "lent in every round: {ab:?}");
     assert_eq!(report.decision.len(), 2);
     let text = report.to_string();
     assert!(text.contains("decision time"), "{text}");
+    assert!(text.contains("lending (lending vs tier)"), "{text}");
     serde_json::to_string(&report).expect("serialize");
     eprintln!("{text}");
 }

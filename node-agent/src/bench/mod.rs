@@ -27,8 +27,14 @@
 //! | `workflow-seq` | yes | workflow | the thesis's Fig. 5.9 workflow: CPU *then* I/O, never concurrent, so no lender is running when the I/O task needs memory |
 //! | `tenant` | yes | tenant | any two instances of the tenant share |
 //!
-//! Plus the tenant actor's decision time per event ([`pool::decision_time`],
-//! pure pool code; meaningful only in a release build).
+//! Plus the CPU task's latency measured interleaved ([`cpu_ab`]: the
+//! preload's and lending's cost, each as a median ratio), and the tenant
+//! actor's decision time per event ([`pool::decision_time`], pure pool code;
+//! meaningful only in a release build).
+
+mod cpu_ab;
+
+pub use cpu_ab::{CpuAbReport, RatioSummary};
 
 use std::fmt;
 use std::fs;
@@ -78,18 +84,22 @@ def io_task(args):
     try:
         for _ in range(blocks):
             os.write(fd, buf)
+        t1 = time.perf_counter()
         lseek, write, read, pick = os.lseek, os.write, os.read, rnd.randrange
         for _ in range(ops):
             lseek(fd, pick(blocks) * BLOCK, 0)
             write(fd, buf)
+        t2 = time.perf_counter()
         got = 0
         for _ in range(ops):
             lseek(fd, pick(blocks) * BLOCK, 0)
             got += len(read(fd, BLOCK))
+        t3 = time.perf_counter()
     finally:
         os.close(fd)
         os.unlink(path)
-    return {"ops": ops, "bytes_read": got, "secs": time.perf_counter() - t0}
+    return {"ops": ops, "bytes_read": got, "secs": time.perf_counter() - t0,
+            "phases": [t1 - t0, t2 - t1, t3 - t2]}
 
 def cpu_task(args):
     """Big-integer factorial of n by repeated multiplication, `rounds` times."""
@@ -172,6 +182,10 @@ pub struct MixOptions {
     pub decision_rounds: usize,
     /// Also run the thesis's sequential workflow (`workflow-seq`).
     pub sequential_workflow: bool,
+    /// Rounds of the interleaved CPU measurement ([`CpuAbReport`]); 0 skips it.
+    pub cpu_ab_rounds: usize,
+    /// Target length of one CPU invocation in it (ms).
+    pub cpu_ab_ms: u64,
 }
 
 impl MixOptions {
@@ -193,6 +207,8 @@ impl MixOptions {
             io_f_max_mib: 5000,
             decision_rounds: 1_000_000,
             sequential_workflow: true,
+            cpu_ab_rounds: 40,
+            cpu_ab_ms: 300,
         }
     }
 }
@@ -222,6 +238,9 @@ pub struct ScenarioReport {
     pub cpu_limit_idle_partner_mib: f64,
     /// Mean of `io_ms`.
     pub io_mean_ms: f64,
+    /// The I/O task's own timing of its phases, mean over its invocations
+    /// (ms): sequential write, random writes, random reads.
+    pub io_phases_ms: [f64; 3],
     /// Mean of `cpu_ms`.
     pub cpu_mean_ms: f64,
     /// Largest memory limit the I/O instance had at the end of a run (MiB).
@@ -261,6 +280,8 @@ pub struct MixReport {
     pub debug_build: bool,
     /// One row per scenario.
     pub scenarios: Vec<ScenarioReport>,
+    /// The interleaved CPU measurement, unless skipped.
+    pub cpu_ab: Option<CpuAbReport>,
     /// Decision time at 1 and 10 instances.
     pub decision: Vec<DecisionTime>,
 }
@@ -340,11 +361,12 @@ impl fmt::Display for MixReport {
         )?;
         writeln!(
             f,
-            "{:<13} {:>5} {:>9} {:>10} {:>10} {:>11} {:>9} {:>10} {:>14} {:>12}",
+            "{:<13} {:>5} {:>9} {:>10} {:>17} {:>10} {:>11} {:>9} {:>10} {:>14} {:>12}",
             "scenario",
             "tier",
             "scope",
             "io ms",
+            "io seq/w/r** ms",
             "cpu ms",
             "io lim MiB",
             "io evict",
@@ -355,11 +377,15 @@ impl fmt::Display for MixReport {
         for s in &self.scenarios {
             writeln!(
                 f,
-                "{:<13} {:>5} {:>9} {:>10.1} {:>10.1} {:>11.0} {:>9} {:>10} {:>14} {:>12}",
+                "{:<13} {:>5} {:>9} {:>10.1} {:>17} {:>10.1} {:>11.0} {:>9} {:>10} {:>14} {:>12}",
                 s.name,
                 if s.tier { "yes" } else { "no" },
                 format!("{:?}", s.scope).to_lowercase(),
                 s.io_mean_ms,
+                format!(
+                    "{:.0}/{:.0}/{:.0}",
+                    s.io_phases_ms[0], s.io_phases_ms[1], s.io_phases_ms[2]
+                ),
                 s.cpu_mean_ms,
                 s.io_limit_mib,
                 s.io_evictions,
@@ -380,6 +406,10 @@ impl fmt::Display for MixReport {
         writeln!(
             f,
             "  * cpu alone: the CPU task next to a busy but idle I/O instance (it borrows where the scope allows, uses no CPU)"
+        )?;
+        writeln!(
+            f,
+            "  ** the I/O task's own timing: sequential write, random writes, random reads"
         )?;
         writeln!(f, "ratios (this run):")?;
         show(
@@ -444,6 +474,9 @@ impl fmt::Display for MixReport {
             "  load average (1 min) before / after:         {:.2} / {:.2}",
             self.load_before, self.load_after
         )?;
+        if let Some(ab) = &self.cpu_ab {
+            write!(f, "{ab}")?;
+        }
         for d in &self.decision {
             writeln!(
                 f,
@@ -458,14 +491,11 @@ impl fmt::Display for MixReport {
 /// Removes the bench's own work directory when dropped.
 struct WorkDir {
     path: PathBuf,
-    remove: bool,
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if self.remove {
-            let _ = fs::remove_dir_all(&self.path);
-        }
+        let _ = fs::remove_dir_all(&self.path);
     }
 }
 
@@ -663,6 +693,14 @@ async fn wait_busy(service: &AgentService, function: &str) -> Result<InstanceSta
     }
 }
 
+/// The `phases` of an I/O task's result, in ms.
+fn phase_ms(result_json: &str) -> Option<[f64; 3]> {
+    let v: serde_json::Value = serde_json::from_str(result_json).ok()?;
+    let p = v.get("phases")?.as_array()?;
+    let at = |i: usize| p.get(i)?.as_f64().map(|s| s * 1e3);
+    Some([at(0)?, at(1)?, at(2)?])
+}
+
 fn io_input(o: &MixOptions) -> serde_json::Value {
     serde_json::json!({ "size_mib": o.io_file_mib, "ops": o.io_ops })
 }
@@ -739,7 +777,7 @@ async fn run_scenario(
         node.code_sent = true;
         let tiny = serde_json::json!({ "size_mib": 1, "ops": 10 });
         run_one(&node.service, sc.name, &io, &[], tiny).await?;
-        let (mut io_ms, mut cpu_ms) = (Vec::new(), Vec::new());
+        let (mut io_ms, mut cpu_ms, mut phase_sum) = (Vec::new(), Vec::new(), [0.0; 3]);
         let (mut limit, mut last_io, mut cpu_first) = (0u64, None, 0usize);
         for _ in 0..o.repetitions {
             let (io_reply, io_t, cpu_t) = if sc.sequential {
@@ -765,6 +803,12 @@ async fn run_scenario(
                 (r, io_t, cpu_t)
             };
             io_ms.push(io_t.as_secs_f64() * 1e3);
+            let phases = phase_ms(&io_reply.result_json).ok_or_else(|| {
+                BenchError::Setup(format!("io_task result: {}", io_reply.result_json))
+            })?;
+            for (sum, p) in phase_sum.iter_mut().zip(phases) {
+                *sum += p / o.repetitions as f64;
+            }
             cpu_ms.push(cpu_t.as_secs_f64() * 1e3);
             if let Some(t) = &io_reply.tier {
                 limit = limit.max(t.mem_limit_bytes);
@@ -792,6 +836,7 @@ async fn run_scenario(
             cpu_idle_partner_ms: alone_ms,
             cpu_limit_idle_partner_mib: cpu_limit as f64 / MIB as f64,
             io_mean_ms: mean(&io_ms),
+            io_phases_ms: phase_sum,
             cpu_mean_ms: mean(&cpu_ms),
             io_ms,
             cpu_ms,
@@ -810,12 +855,12 @@ async fn run_scenario(
     result.map(|r| (r, cgroups))
 }
 
-/// Runs the thesis's mixed trace in every scenario and measures the pool's
-/// decision time. Takes minutes with the default (thesis) sizes.
-pub async fn sharing_mix(opts: MixOptions) -> Result<MixReport, BenchError> {
-    let mut opts = opts;
-    // Absolute: the launcher runs in the code dir (LD_PRELOAD of a relative
-    // path would silently load nothing).
+/// Makes the binaries' paths absolute (the launcher runs in the code dir, and
+/// `LD_PRELOAD` of a relative path would silently load nothing) and creates
+/// the work directory with the workload's code in it.
+fn prepare(
+    mut opts: MixOptions,
+) -> Result<(MixOptions, WorkDir, Vec<CodeFile>, String), BenchError> {
     for (what, p) in [
         ("proxy", &mut opts.proxy_bin),
         ("intercept library", &mut opts.intercept_lib),
@@ -823,21 +868,33 @@ pub async fn sharing_mix(opts: MixOptions) -> Result<MixReport, BenchError> {
         *p = fs::canonicalize(&*p)
             .map_err(|e| BenchError::Setup(format!("{what} {}: {e}", p.display())))?;
     }
-    let load_before = loadavg();
-    let work = match &opts.work_dir {
-        Some(d) => WorkDir {
-            path: d.join(format!("bench-{}", std::process::id())),
-            remove: true,
-        },
-        None => WorkDir {
-            path: std::env::temp_dir().join(format!("ephemera-bench-{}", std::process::id())),
-            remove: true,
-        },
+    let base = match &opts.work_dir {
+        Some(d) => d.join(format!("bench-{}", std::process::id())),
+        None => std::env::temp_dir().join(format!("ephemera-bench-{}", std::process::id())),
     };
-    fs::create_dir_all(&work.path).map_err(io_err(format!("creating {}", work.path.display())))?;
-    let dir = std::path::absolute(&work.path)
-        .map_err(io_err(format!("resolving {}", work.path.display())))?;
-    let (code, digest) = workload_code(&dir)?;
+    let work = WorkDir {
+        path: std::path::absolute(&base)
+            .map_err(io_err(format!("resolving {}", base.display())))?,
+    };
+    fs::create_dir_all(&work.path).map_err(io_err(format!("creating {}", base.display())))?;
+    let (code, digest) = workload_code(&work.path)?;
+    Ok((opts, work, code, digest))
+}
+
+/// Only the interleaved CPU measurement ([`CpuAbReport`]), with
+/// `opts.cpu_ab_rounds` rounds (at least 1).
+pub async fn cpu_interleaved(opts: MixOptions) -> Result<CpuAbReport, BenchError> {
+    let (mut opts, work, code, digest) = prepare(opts)?;
+    opts.cpu_ab_rounds = opts.cpu_ab_rounds.max(1);
+    cpu_ab::cpu_ab(&opts, &work.path, &code, &digest).await
+}
+
+/// Runs the thesis's mixed trace in every scenario and measures the pool's
+/// decision time. Takes minutes with the default (thesis) sizes.
+pub async fn sharing_mix(opts: MixOptions) -> Result<MixReport, BenchError> {
+    let load_before = loadavg();
+    let (opts, work, code, digest) = prepare(opts)?;
+    let dir = work.path.clone();
     let cpu_rounds = match opts.cpu_rounds {
         Some(r) => r,
         None => calibrate(&opts, &dir, &code, &digest).await?,
@@ -907,6 +964,11 @@ pub async fn sharing_mix(opts: MixOptions) -> Result<MixReport, BenchError> {
         cgroups &= cg;
         rows.push(row);
     }
+    let cpu_ab = if opts.cpu_ab_rounds > 0 {
+        Some(cpu_ab::cpu_ab(&opts, &dir, &code, &digest).await?)
+    } else {
+        None
+    };
     let rounds = opts.decision_rounds.max(1);
     let decision = [1usize, 10]
         .into_iter()
@@ -923,6 +985,7 @@ pub async fn sharing_mix(opts: MixOptions) -> Result<MixReport, BenchError> {
         cgroups,
         debug_build: cfg!(debug_assertions),
         scenarios: rows,
+        cpu_ab,
         decision,
     })
 }
