@@ -55,6 +55,9 @@ pub struct Inode {
     /// `(size, mtime, ctime)` in nanoseconds when the last fd closed: a
     /// retained mapping is reused only if the file still matches.
     pub closed_as: (u64, i128, i128),
+    /// Paged out by the adapter thread, which holds no fd of the program's:
+    /// the program's next call on it hands it to the kernel path.
+    pub handover_pending: bool,
 }
 
 impl Inode {
@@ -72,6 +75,7 @@ impl Inode {
         writable: false,
         last_use: 0,
         closed_as: (0, 0, 0),
+        handover_pending: false,
     };
 
     /// Closed but still mapped: kept for a reopen until the adapter evicts it.
@@ -143,7 +147,8 @@ impl InodeTable {
     /// Indices of inodes in memory with open fds.
     pub fn open_in_memory(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.high).filter(|&i| {
-            self.slots[i].used && self.slots[i].place == Place::Memory && self.slots[i].ofds > 0
+            let s = &self.slots[i];
+            s.used && s.place == Place::Memory && s.ofds > 0 && !s.handover_pending
         })
     }
 

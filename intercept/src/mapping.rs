@@ -74,6 +74,7 @@ pub fn map(inode: &mut Inode, fd: c_int, accmode: c_int, size: u64) -> Result<()
     inode.size = size;
     inode.writable = writable;
     inode.dirty = false;
+    inode.handover_pending = false;
     inode.place = Place::Memory;
     MEM_INODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     control::add(Slot::FilesMapped, 1);
@@ -307,6 +308,24 @@ pub fn flush(inode: &Inode) {
                 inode.base as *mut libc::c_void,
                 inode.ksize as usize,
                 libc::MS_SYNC,
+            )
+        };
+    }
+}
+
+/// Writes the mapped bytes back and asks the kernel to reclaim their pages
+/// (`MADV_PAGEOUT`), keeping the mapping: touched again, they fault back in
+/// from the file.
+pub fn page_out(inode: &Inode) {
+    if inode.place == Place::Memory && inode.ksize > 0 {
+        flush(inode);
+        // SAFETY: `[base, base + ksize)` is inside our live mapping; the
+        // advice frees no memory we refer to, only clean page-cache pages.
+        unsafe {
+            sys::madvise(
+                inode.base as *mut libc::c_void,
+                inode.ksize as usize,
+                libc::MADV_PAGEOUT,
             )
         };
     }

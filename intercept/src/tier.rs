@@ -97,7 +97,16 @@ impl Tier {
     /// Description and inode of `fd` when the inode is served from memory.
     fn memory_fd(&mut self, fd: c_int) -> Option<(u32, Ofd)> {
         let (id, o) = self.ofd(fd)?;
-        (self.inodes.get(o.inode).place == Place::Memory).then_some((id, o))
+        let inode = self.inodes.get(o.inode);
+        if inode.place != Place::Memory {
+            return None;
+        }
+        if inode.handover_pending {
+            // Evicted by the adapter (written back and paged out already).
+            self.hand_to_kernel(o.inode);
+            return None;
+        }
+        Some((id, o))
     }
 
     /// Starts tracking a freshly opened fd of a regular tier file.
@@ -311,17 +320,23 @@ impl Tier {
         d
     }
 
-    /// Evicts the least recently used open file to the kernel path; returns
-    /// one of its fds so the caller can drop its page cache.
-    pub fn evict_open(&mut self) -> Option<c_int> {
-        let i = self.inodes.lru(self.inodes.open_in_memory())?;
-        let fd = (0..=self.max_fd).find(|&fd| {
-            let id = ofd_of(fd);
-            id != 0 && self.ofds.get(id).is_some_and(|o| o.inode == i)
-        })?;
-        self.hand_to_kernel(i);
+    /// The adapter's eviction of an open file, least recently used first.
+    /// The adapter thread has no fd of the program's (see
+    /// `adapter::detach_fd_table`), so it writes the mapping back and pages it
+    /// out in place (`msync`, `MADV_PAGEOUT`): the memory is freed now and
+    /// the data stays correct, faulting back in from disk if touched. The
+    /// program's next call on the file hands it to the kernel path. Returns
+    /// false when no open file is left to evict.
+    pub fn evict_open(&mut self) -> bool {
+        let Some(i) = self.inodes.lru(self.inodes.open_in_memory()) else {
+            return false;
+        };
+        let inode = self.inodes.get(i);
+        inode.handover_pending = true;
+        crate::trace::event("evict", [inode.ino, inode.size, inode.ksize, 0]);
+        mapping::page_out(inode);
         control::add(Slot::Evictions, 1);
-        Some(fd)
+        true
     }
 
     /// Drops every retained mapping (exit), or forgets them without touching

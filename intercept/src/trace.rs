@@ -28,6 +28,11 @@ pub fn init() {
     FD.store(fd, Ordering::Relaxed);
 }
 
+/// The trace file's fd (-1 when tracing is off).
+pub fn fd() -> i32 {
+    FD.load(Ordering::Relaxed)
+}
+
 /// Logs `what` with up to four numbers.
 pub fn event(what: &str, nums: [u64; 4]) {
     let fd = FD.load(Ordering::Relaxed);

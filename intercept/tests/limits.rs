@@ -178,3 +178,58 @@ fn sha2_of_pattern(len: usize) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[test]
+fn an_open_file_evicted_by_the_adapter_stays_correct_and_moves_to_the_kernel() {
+    let tier = tempfile::tempdir().unwrap();
+    let ctl_dir = tempfile::tempdir().unwrap();
+    let ctl = ctl_dir.path().join("control");
+    let trace = ctl_dir.path().join("trace");
+    let block = ControlBlock::create(&ctl, 64 << 20, Mode::Adaptive).unwrap();
+    // A 20 MiB file stays open in the tier while the process grows a 36 MiB
+    // buffer: the adapter thread, which holds none of the program's fds,
+    // must page the open file out; the next calls on it go to the kernel.
+    let script = r#"
+import os, sys, time
+data = os.urandom(1 << 20)
+f = open('big', 'w+b', buffering=0)
+for _ in range(20):
+    f.write(data)
+hog = bytearray(36 << 20)
+for i in range(0, len(hog), 4096):
+    hog[i] = 1
+for _ in range(500):
+    ctl = open(sys.argv[1], 'rb').read()
+    if int.from_bytes(ctl[13 * 8:14 * 8], 'little') > 0:
+        break
+    time.sleep(0.01)
+else:
+    sys.exit('the adapter never evicted')
+f.seek(0)
+for i in range(20):
+    assert f.read(1 << 20) == data, i
+f.write(data)
+assert os.fstat(f.fileno()).st_size == 21 << 20
+f.close()
+"#;
+    ok(tiered("python3", tier.path())
+        .current_dir(tier.path())
+        .env("EPHEMERA_CONTROL", &ctl)
+        .env("EPHEMERA_TRACE", &trace)
+        .arg("-c")
+        .arg(script)
+        .arg(&ctl));
+    let c = block.counters();
+    assert!(c.evictions >= 1, "{c:?}");
+    assert_eq!(c.mapped_bytes, 0, "{c:?}");
+    assert_eq!(
+        std::fs::metadata(tier.path().join("big")).unwrap().len(),
+        21 << 20
+    );
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let evicted = log.find("\nevict ").expect("an evict event");
+    assert!(
+        log[evicted..].contains("\nhandover "),
+        "the program's next call handed the file over:\n{log}"
+    );
+}
