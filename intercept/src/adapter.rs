@@ -318,7 +318,8 @@ fn evict_until() {
 /// position lock): measured +10 % system time for a read/write/lseek loop
 /// next to an idle thread. The adapter needs none of the program's fds (it
 /// opens its own files and evicts through the mappings), so it unshares the
-/// table and closes its copy of every fd but the trace file's.
+/// table and closes its copy of every fd but the trace file's. Where seccomp
+/// refuses `unshare` (Docker's default profile), the table stays shared.
 fn detach_fd_table() {
     // SAFETY: no pointers; affects this thread's fd table only.
     if unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) } != 0 {
