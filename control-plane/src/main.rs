@@ -383,6 +383,30 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// The node-agent benches' options, with the proxy and the intercept
+/// library found next to this binary.
+fn mix_options(bench: &str) -> anyhow::Result<ephemera_node_agent::bench::MixOptions> {
+    let lib = artifacts::intercept_lib()
+        .with_context(|| format!("{bench} needs libephemera_intercept.so next to this binary"))?;
+    Ok(ephemera_node_agent::bench::MixOptions::new(
+        artifacts::proxy_bin()?,
+        lib,
+    ))
+}
+
+/// Prints a bench report as JSON or as its text (which ends in a newline).
+fn print_report(
+    report: &(impl serde::Serialize + std::fmt::Display),
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
 fn parse_members(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     text.split(',')
         .map(|m| {
@@ -621,36 +645,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 cpu_ab_rounds,
                 json,
             } => {
-                let lib = artifacts::intercept_lib()
-                    .context("bench sharing needs libephemera_intercept.so next to this binary")?;
-                let mut opts =
-                    ephemera_node_agent::bench::MixOptions::new(artifacts::proxy_bin()?, lib);
+                let mut opts = mix_options("bench sharing")?;
                 opts.io_ops = io_ops;
                 opts.io_file_mib = io_file_mib;
                 opts.repetitions = repetitions.max(1);
                 opts.cpu_ab_rounds = cpu_ab_rounds;
                 let report = ephemera_node_agent::bench::sharing_mix(opts).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    println!("{report}");
-                }
-                Ok(())
+                print_report(&report, json)
             }
             BenchCmd::Cpu { rounds, ms, json } => {
-                let lib = artifacts::intercept_lib()
-                    .context("bench cpu needs libephemera_intercept.so next to this binary")?;
-                let mut opts =
-                    ephemera_node_agent::bench::MixOptions::new(artifacts::proxy_bin()?, lib);
+                let mut opts = mix_options("bench cpu")?;
                 opts.cpu_ab_rounds = rounds;
                 opts.cpu_ab_ms = ms;
                 let report = ephemera_node_agent::bench::cpu_interleaved(opts).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{report}");
-                }
-                Ok(())
+                print_report(&report, json)
             }
             BenchCmd::Tier { args } => {
                 let bench = artifacts::tool("tier-bench")?;
