@@ -77,18 +77,6 @@ pub async fn connect(endpoint: &str, token: &str, timeout: Duration) -> anyhow::
         .max_encoding_message_size(64 << 20))
 }
 
-/// `n` distinct free loopback ports for the published ports: kernel-chosen,
-/// all held until all are chosen so none repeats (Docker binds them a moment
-/// later; a collision makes `docker-compose up` fail loudly, not silently).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
-}
-
 /// Runs `cmd` to completion or kills it after `timeout`; output is captured.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
     let what = format!("{cmd:?}");
@@ -548,7 +536,7 @@ impl ComposeCluster {
             PROJECTS.fetch_add(1, Ordering::SeqCst)
         );
         let data_root = std::env::temp_dir().join(&project);
-        let mut ports = free_ports(CONTROLLERS.len() + AGENTS.len() + 1).into_iter();
+        let mut ports = crate::free_ports(CONTROLLERS.len() + AGENTS.len() + 1).into_iter();
         let controller_ports: BTreeMap<u64, u16> = CONTROLLERS
             .iter()
             .map(|&id| (id, ports.next().expect("port")))

@@ -9,7 +9,6 @@
 pub mod compose;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,29 +44,9 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// `n` distinct free loopback ports for servers that must know their
-/// addresses before they start. They come from below the kernel's ephemeral
-/// range (which outgoing connections draw from, so a port freed by a killed
-/// server is not taken by a client before the server restarts), and every
-/// candidate stays bound until all `n` are chosen, so none is handed out twice.
+/// `n` distinct free loopback ports (see [`ephemera_sys::net::free_ports`]).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // Spread concurrent test binaries over the range by pid.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 1_000) as u16 * 12;
-    let mut held = Vec::new();
-    let mut tries = 0u32;
-    while held.len() < n {
-        tries += 1;
-        assert!(tries < 20_000, "no free loopback ports below 32768");
-        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push(l);
-        }
-    }
-    held.iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
+    ephemera_sys::net::free_ports(n).expect("free loopback ports")
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.

@@ -9,8 +9,7 @@ use ephemera_proto::v1::controller_client::ControllerClient;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::controller::parse_input;
-use crate::size::format_size;
+use ephemera_domain::{format_size, input::parse as parse_input, FunctionRef};
 
 /// The endpoint used when neither `--endpoint` nor `EPHEMERA_ENDPOINT` is set.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7100";
@@ -98,12 +97,8 @@ pub async fn connect(target: &Target) -> anyhow::Result<Client> {
 
 /// Splits `tenant/name`.
 pub fn split_function(text: &str) -> anyhow::Result<(String, String)> {
-    match text.split_once('/') {
-        Some((t, n)) if !t.is_empty() && !n.is_empty() && !n.contains('/') => {
-            Ok((t.to_string(), n.to_string()))
-        }
-        _ => anyhow::bail!("expected TENANT/FUNCTION, got {text:?}"),
-    }
+    let f = FunctionRef::parse(text)?;
+    Ok((f.tenant, f.name))
 }
 
 /// What `ephemera fn deploy` sends.
@@ -132,7 +127,7 @@ pub async fn deploy(target: &Target, args: DeployArgs<'_>) -> anyhow::Result<()>
     for input in args.profile_inputs {
         parse_input(input).map_err(|e| anyhow::anyhow!("--profile-input {input:?}: {e}"))?;
     }
-    let code = ephemera_node_agent::code::read_dir(args.dir)
+    let code = ephemera_domain::code::read_dir(args.dir)
         .with_context(|| format!("reading the function's code from {}", args.dir.display()))?;
     let mut client = connect(target).await?;
     let spec = pb::FunctionSpec {
@@ -181,16 +176,6 @@ pub async fn deploy(target: &Target, args: DeployArgs<'_>) -> anyhow::Result<()>
     Ok(())
 }
 
-fn tier_json(t: &pb::TierCounters) -> serde_json::Value {
-    json!({
-        "reads": t.reads, "writes": t.writes,
-        "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
-        "files_mapped": t.files_mapped, "evictions": t.evictions, "fallbacks": t.fallbacks,
-        "peak_native_bytes": t.peak_native_bytes, "largest_file_bytes": t.largest_file_bytes,
-        "mem_limit_bytes": t.mem_limit_bytes, "safeguard": t.safeguard,
-    })
-}
-
 /// `ephemera invoke`: prints the result, or with `details` the whole reply.
 pub async fn invoke(
     target: &Target,
@@ -233,7 +218,7 @@ pub async fn invoke(
             "instance_id": reply.instance_id,
             "launcher_pid": reply.launcher_pid,
             "duration_us": reply.duration_us,
-            "tier": tier_json(&reply.tier.unwrap_or_default()),
+            "tier": ephemera_domain::tier::to_json(&reply.tier.unwrap_or_default()),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

@@ -14,7 +14,7 @@ use tonic::Status;
 use crate::convert;
 use crate::liveness::Liveness;
 use crate::raft::{ChannelPool, RaftNode, WriteError};
-use crate::size::format_size;
+use ephemera_domain::{format_size, input, name};
 
 /// Smallest memory limit a function may ask for: a Python launcher needs ~10 MiB.
 pub const MIN_FUNCTION_MEMORY: u64 = 16 << 20;
@@ -85,32 +85,12 @@ pub struct Controller {
     pub liveness: Arc<Liveness>,
 }
 
-fn check_name(what: &str, value: &str) -> Result<(), ApiError> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidArgument(format!(
-            "invalid {what} {value:?}: use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit"
-        )))
-    }
+fn check_name(what: &'static str, value: &str) -> Result<(), ApiError> {
+    name::check(what, value).map_err(|e| ApiError::InvalidArgument(e.to_string()))
 }
 
-/// Parses an invocation input; empty means `{}`.
-pub fn parse_input(input: &str) -> Result<serde_json::Value, ApiError> {
-    if input.trim().is_empty() {
-        return Ok(serde_json::json!({}));
-    }
-    serde_json::from_str(input)
-        .map_err(|e| ApiError::InvalidArgument(format!("malformed input: not JSON ({e})")))
+fn parse_input(input: &str) -> Result<serde_json::Value, ApiError> {
+    input::parse(input).map_err(|e| ApiError::InvalidArgument(e.to_string()))
 }
 
 impl Controller {
@@ -196,7 +176,7 @@ impl Controller {
                 ApiError::InvalidArgument(format!("function {key}: profile input: {e}"))
             })?;
         }
-        let code_digest = ephemera_node_agent::code::digest(&code);
+        let code_digest = ephemera_domain::code::digest(&code);
         let record = FunctionRecord {
             tenant: spec.tenant.clone(),
             name: spec.name.clone(),

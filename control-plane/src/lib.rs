@@ -21,7 +21,7 @@
 //! - [`run`]: `ephemera run`, one command under the tier, outside any cluster.
 //! - [`bench`]: `ephemera bench scheduler`, the policies outside Raft.
 //! - [`artifacts`]: finding the intercept library and proxy binary.
-//! - [`convert`], [`size`]: wire conversions and `256MiB`-style sizes.
+//! - [`convert`]: wire conversions.
 
 pub mod api;
 pub mod artifacts;
@@ -36,4 +36,3 @@ pub mod liveness;
 pub mod raft;
 pub mod run;
 pub mod server;
-pub mod size;

@@ -12,7 +12,7 @@ use ephemera_control_block::Mode;
 use ephemera_control_plane::cli::{self, DEFAULT_ENDPOINT};
 use ephemera_control_plane::dev::{self, DevConfig};
 use ephemera_control_plane::server::{self, ControllerConfig};
-use ephemera_control_plane::{artifacts, bench, run as run_cmd, size};
+use ephemera_control_plane::{artifacts, bench, run as run_cmd};
 use ephemera_node_agent::{RuntimeKind, SharingScope};
 use ephemera_storage::Policy;
 use tokio::sync::watch;
@@ -35,7 +35,7 @@ struct Args {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    size::parse_size(s)
+    ephemera_domain::parse_size(s)
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

@@ -3,18 +3,16 @@
 //! counters, and (with `--cgroup`) a fresh memory cgroup of the given limit,
 //! then runs the command and reports what the tier served.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use ephemera_control_block::{ControlBlock, Mode};
-use ephemera_node_agent::runtime::cgroup::Driver;
+use ephemera_sys::Driver;
 
 use crate::artifacts;
-use crate::size::format_size;
+use ephemera_domain::format_size;
 
 /// What `ephemera run` was asked to do.
 #[derive(Debug, Clone)]
@@ -84,26 +82,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .create("cmd", limit)
             .context("creating the memory cgroup")?
             .context("creating the memory cgroup: cgroups are unavailable")?;
-        let procs = CString::new(cg.procs_file().as_os_str().as_bytes())
-            .context("the cgroup path holds a NUL byte")?;
-        // SAFETY: the closure runs in the child between fork and exec; it
-        // only calls async-signal-safe functions (open, write, close) on
-        // memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        ephemera_sys::process::join_cgroup_on_exec(&mut cmd, &cg.procs_file())
+            .context("preparing to join the memory cgroup")?;
         cgroup = Some(cg);
         driver = Some(d);
     }
@@ -125,14 +105,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     if args.stats {
-        let c = control.counters();
-        let out = serde_json::json!({
-            "reads": c.reads, "writes": c.writes,
-            "bytes_read": c.bytes_read, "bytes_written": c.bytes_written,
-            "files_mapped": c.files_mapped, "evictions": c.evictions, "fallbacks": c.fallbacks,
-            "opens": c.opens, "peak_native_bytes": c.peak_native, "largest_file_bytes": c.largest_file,
-            "safeguard": c.safeguard, "oom_kills": oom_kills,
-        });
+        let mut out =
+            ephemera_domain::tier::to_json(&ephemera_domain::tier::to_wire(&control.counters()));
+        out["oom_kills"] = oom_kills.into();
         eprintln!("{out}");
     }
     Ok(status

@@ -11,7 +11,7 @@
 //! - [`service`]: the `Agent` gRPC service and [`run`] (serve, register,
 //!   shut down).
 //! - [`registry`]: `RegisterNode` and heartbeats to the controllers.
-//! - [`code`]: reading, digesting and caching a function's code.
+//! - [`code_cache`]: each version of a function's code, materialised once.
 //! - [`tenant`]: the tenant actor: routing, per-instance FIFO, memory events.
 //! - [`pool`]: the pure lend/borrow decisions (harvest / allocation pools).
 //! - [`ledger`]: the pool persisted under the data directory.
@@ -21,7 +21,7 @@
 //! - [`bench`]: issue 5's benchmarks ([`bench::sharing_mix`]).
 
 pub mod bench;
-pub mod code;
+pub mod code_cache;
 pub mod config;
 pub mod ledger;
 pub mod pool;

@@ -13,25 +13,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ephemera_control_block::{Counters, Mode};
+use ephemera_control_block::Mode;
 use ephemera_proto::v1::agent_server::{Agent, AgentServer};
 use ephemera_proto::v1::{
     AgentStatusReply, AgentStatusRequest, CodeFile, FunctionSpec, ProfileReply, ProfileRequest,
-    RunReply, RunRequest, TierCounters,
+    RunReply, RunRequest,
 };
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::code::{CodeCache, CodeError};
+use crate::code_cache::CodeCache;
 use crate::config::{AgentConfig, RuntimeKind, SharingScope};
 use crate::ledger::Ledger;
 use crate::registry::{self, Registration};
-use crate::runtime::cgroup::Driver;
 use crate::runtime::docker::{self, DockerOptions, DockerRuntime};
 use crate::runtime::process::{ProcessOptions, ProcessRuntime};
 use crate::runtime::{Activation, InstanceSpec, RunError, Runtime};
 use crate::tenant::{RunOutcome, TenantConfig, TenantError, TenantHandle, DEFAULT_TIMEOUT};
+use ephemera_domain::code::CodeError;
+use ephemera_sys::Driver;
 
 /// The Python action-loop launcher, written to `<data_dir>/bin/`.
 pub const EPHEMERA_PYTHON: &str = include_str!("launcher/ephemera-python");
@@ -194,14 +195,8 @@ fn check_function(f: Option<FunctionSpec>) -> Result<FunctionSpec, Status> {
 }
 
 fn parse_input(f: &FunctionSpec, input: &str) -> Result<serde_json::Value, Status> {
-    if input.trim().is_empty() {
-        return Ok(serde_json::json!({}));
-    }
-    serde_json::from_str(input).map_err(|e| {
-        Status::invalid_argument(format!(
-            "input for function {}/{} is not valid JSON: {e}",
-            f.tenant, f.name
-        ))
+    ephemera_domain::input::parse(input).map_err(|e| {
+        Status::invalid_argument(format!("input for function {}/{}: {e}", f.tenant, f.name))
     })
 }
 
@@ -210,23 +205,6 @@ fn timeout_of(f: &FunctionSpec) -> Duration {
         DEFAULT_TIMEOUT
     } else {
         Duration::from_millis(f.timeout_ms)
-    }
-}
-
-/// Maps tier counters to the wire type.
-pub fn tier_counters(c: &Counters) -> TierCounters {
-    TierCounters {
-        reads: c.reads,
-        writes: c.writes,
-        bytes_read: c.bytes_read,
-        bytes_written: c.bytes_written,
-        files_mapped: c.files_mapped,
-        evictions: c.evictions,
-        fallbacks: c.fallbacks,
-        peak_native_bytes: c.peak_native,
-        largest_file_bytes: c.largest_file,
-        mem_limit_bytes: c.mem_limit,
-        safeguard: c.safeguard,
     }
 }
 
@@ -297,7 +275,7 @@ fn reply_of(f: &FunctionSpec, out: RunOutcome) -> Result<RunReply, Status> {
     Ok(RunReply {
         result_json: out.result.to_string(),
         duration_us: out.duration.as_micros() as u64,
-        tier: Some(tier_counters(&out.counters)),
+        tier: Some(ephemera_domain::tier::to_wire(&out.counters)),
         instance_id: out.instance_id,
         launcher_pid: out.launcher_pid,
     })

@@ -820,13 +820,7 @@ fn instance_run_span(parent: &tracing::Span, id: &str, launcher_pid: u32) -> tra
 
 /// Records the tier's counters on `span`; returns them.
 fn record_tier(span: &tracing::Span, c: Counters) -> Counters {
-    span.record("tier_reads", c.reads);
-    span.record("tier_writes", c.writes);
-    span.record("tier_bytes_read", c.bytes_read);
-    span.record("tier_bytes_written", c.bytes_written);
-    span.record("tier_evictions", c.evictions);
-    span.record("tier_fallbacks", c.fallbacks);
-    span.record("mem_limit", c.mem_limit);
+    ephemera_domain::tier::record(span, &ephemera_domain::tier::to_wire(&c));
     c
 }
 

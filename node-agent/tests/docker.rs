@@ -388,7 +388,7 @@ async fn instance_image_mode_mounts_only_instance_and_code() {
     }
     // The cgroup by id only (what a containerised agent does).
     let full_id = inspect(&container, "{{.Id}}");
-    let cg = ephemera_node_agent::runtime::cgroup::Cgroup::of_container(&full_id, None)
+    let cg = ephemera_sys::Cgroup::of_container(&full_id, None)
         .expect("the container's cgroup, found by id");
     assert!(cg.usage().is_some_and(|u| u > 0), "usage readable");
 

@@ -27,7 +27,7 @@ pub use command::{Command, Response};
 pub use kv::{KeyRange, Kv, KvError, KvOp, KvPair, MemKv, SledKv, Tree};
 pub use policy::{ParsePolicyError, Policy, POLICY_NAMES};
 pub use state::{
-    fmt_size, function_key, ClusterState, CodeFileRecord, FunctionRecord, NodeState, Profile, Task,
+    function_key, ClusterState, CodeFileRecord, FunctionRecord, NodeState, Profile, Task,
     TenantRecord, COMPLETED_IDS_KEPT, MAX_MEMORY_BYTES,
 };
 pub use store::{open_store, open_store_with, LogStore, StateMachineStore, StorageError};

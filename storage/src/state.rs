@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
+use ephemera_domain::format_size;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
@@ -19,18 +20,6 @@ pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
 /// How many completed invocation ids are remembered for idempotency. A retried `Schedule` of an
 /// invocation completed longer ago than this would be placed again.
 pub const COMPLETED_IDS_KEPT: usize = 100_000;
-
-const MIB: u64 = 1 << 20;
-
-/// Formats a size for messages: whole MiB as "N MiB", anything else in bytes.
-pub fn fmt_size(bytes: u64) -> String {
-    // MIB is a power of two; a mask keeps the crate on Rust 1.85 (no `is_multiple_of`).
-    if bytes & (MIB - 1) == 0 {
-        format!("{} MiB", bytes / MIB)
-    } else {
-        format!("{bytes} bytes")
-    }
-}
 
 /// One file of a function's code, carried in the log so every controller can serve it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,7 +416,7 @@ impl ClusterState {
         if memory_bytes == 0 || memory_bytes > MAX_MEMORY_BYTES {
             return Response::rejected(format!(
                 "node {node_id} memory {memory_bytes} bytes is out of range (1 byte to {})",
-                fmt_size(MAX_MEMORY_BYTES)
+                format_size(MAX_MEMORY_BYTES)
             ));
         }
         match self.nodes.get_mut(node_id) {
@@ -436,9 +425,9 @@ impl ClusterState {
                     return Response::rejected(format!(
                         "node {node_id} re-registers with {} but its {} active tasks hold {}; \
                          mark it down first to release them",
-                        fmt_size(memory_bytes),
+                        format_size(memory_bytes),
                         node.tasks.len(),
-                        fmt_size(node.n_alloc)
+                        format_size(node.n_alloc)
                     ));
                 }
                 node.addr = addr.to_string();
@@ -488,7 +477,7 @@ impl ClusterState {
                 "function {} memory limit {} bytes is out of range (1 byte to {})",
                 f.key(),
                 f.memory_bytes,
-                fmt_size(MAX_MEMORY_BYTES)
+                format_size(MAX_MEMORY_BYTES)
             ));
         }
         if let Err(reason) = check_profile(&f.key(), &f.profile) {
@@ -558,7 +547,7 @@ impl ClusterState {
                 "invocation {invocation_id} of function {}: memory limit {t_lim} bytes and \
                  demand {t_mem} bytes must be in 1 byte..{} (demand may be 0)",
                 key(),
-                fmt_size(MAX_MEMORY_BYTES)
+                format_size(MAX_MEMORY_BYTES)
             ));
         }
         let Some(node) = self.place(policy, t_lim, t_mem) else {
@@ -605,14 +594,14 @@ impl ClusterState {
             Some(n) => format!(
                 "no capacity for tenant {tenant} function {function}: needs {}, largest headroom \
                  {} on {}",
-                fmt_size(t_lim),
-                fmt_size(n.headroom()),
+                format_size(t_lim),
+                format_size(n.headroom()),
                 n.node_id
             ),
             None => format!(
                 "no capacity for tenant {tenant} function {function}: needs {}, no node is up \
                  ({} known)",
-                fmt_size(t_lim),
+                format_size(t_lim),
                 self.nodes.len()
             ),
         }
@@ -734,7 +723,7 @@ fn check_profile(key: &str, p: &Profile) -> Result<(), String> {
             "function {key} profile U_max {} + F_max {} bytes exceeds {}",
             p.u_max,
             p.f_max,
-            fmt_size(MAX_MEMORY_BYTES)
+            format_size(MAX_MEMORY_BYTES)
         )),
     }
 }

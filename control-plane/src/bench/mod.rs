@@ -13,7 +13,7 @@ use anyhow::Context;
 use ephemera_storage::{ClusterState, Command, Policy, Response};
 use serde_json::json;
 
-use crate::size::format_size;
+use ephemera_domain::format_size;
 
 const MIB: u64 = 1 << 20;
 

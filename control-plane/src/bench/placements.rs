@@ -46,27 +46,10 @@ impl Drop for Group {
     }
 }
 
-/// `n` distinct free loopback ports below the ephemeral range, each held
-/// bound until all are chosen so none is handed out twice.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let mut held = Vec::new();
-    let start = 20_000 + (std::process::id() % 1_000) as u16 * 12;
-    for port in (start..32_000).chain(20_000..start) {
-        if held.len() == n {
-            break;
-        }
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            held.push(l);
-        }
-    }
-    anyhow::ensure!(held.len() == n, "no {n} free loopback ports below 32000");
-    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
-}
-
 fn start_group(n: u64, token: &str) -> anyhow::Result<Group> {
     let data = tempfile::tempdir().context("creating a temp dir for the controllers")?;
     let exe = std::env::current_exe().context("locating the ephemera binary")?;
-    let ports = free_ports(n as usize)?;
+    let ports = ephemera_sys::net::free_ports(n as usize)?;
     let addrs: BTreeMap<u64, String> = (1..=n)
         .zip(ports)
         .map(|(id, port)| (id, format!("127.0.0.1:{port}")))

@@ -51,9 +51,9 @@ use serde::Serialize;
 
 use crate::config::SharingScope;
 use crate::pool;
-use crate::runtime::cgroup::Driver;
 use crate::runtime::process::{ProcessOptions, ProcessRuntime};
 use crate::service::{AgentService, ServiceParts, EPHEMERA_PYTHON};
+use ephemera_sys::Driver;
 
 const MIB: u64 = 1 << 20;
 
@@ -714,9 +714,9 @@ fn workload_code(dir: &Path) -> Result<(Vec<CodeFile>, String), BenchError> {
     let src = dir.join("src");
     fs::create_dir_all(&src).map_err(io_err(format!("creating {}", src.display())))?;
     fs::write(src.join("fns.py"), WORKLOAD_PY).map_err(io_err("writing fns.py"))?;
-    let code = crate::code::read_dir(&src)
+    let code = ephemera_domain::code::read_dir(&src)
         .map_err(|e| BenchError::Setup(format!("reading the workload code: {e}")))?;
-    let digest = crate::code::digest(&code);
+    let digest = ephemera_domain::code::digest(&code);
     Ok((code, digest))
 }
 

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -136,8 +136,8 @@ pub fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     let launcher = spawn_launcher(&args, &log_dir, tx, tail.clone())?;
     let launcher_pid = launcher.pid;
     let kill_launcher = move || {
-        // SAFETY: plain FFI call; the launcher leads its own process group.
-        unsafe { libc::killpg(launcher_pid as libc::pid_t, libc::SIGKILL) };
+        // The launcher leads its own process group; gone already is fine.
+        let _ = ephemera_sys::process::kill_group(launcher_pid as i32, libc::SIGKILL);
     };
 
     // The agent connects right after starting us; if it never does (it died),
@@ -168,7 +168,8 @@ fn spawn_launcher(
     tx: Sender<Event>,
     tail: Arc<Tail>,
 ) -> Result<Launcher, ProxyError> {
-    let (read_end, write_end) = pipe().map_err(ctx("creating the fd 3 pipe"))?;
+    let (read_end, write_end) =
+        ephemera_sys::process::pipe().map_err(ctx("creating the fd 3 pipe"))?;
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(&args.cmd)
@@ -304,16 +305,6 @@ fn copy_log(mut from: impl Read, mut to: File, tail: Option<&Tail>, closed: Opti
     }
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 fn serve(
     conn: UnixStream,
     mut launcher: Launcher,
@@ -419,8 +410,7 @@ fn serve(
                 }
                 Ok(Event::Fd3Closed | Event::StderrClosed) => continue,
                 Err(RecvTimeoutError::Timeout) => {
-                    // SAFETY: plain FFI call; the launcher leads its own group.
-                    unsafe { libc::killpg(launcher_pid as libc::pid_t, libc::SIGKILL) };
+                    let _ = ephemera_sys::process::kill_group(launcher_pid as i32, libc::SIGKILL);
                     let _ = wait_exit(rx, Duration::from_secs(2));
                     send(
                         &mut writer,

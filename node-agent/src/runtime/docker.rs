@@ -15,8 +15,8 @@
 //!   `ephemera/python:dev` from `compose/build-images.sh`; for an agent that
 //!   itself runs in a container, whose files do not exist on the host). The
 //!   image holds the runtime (`/bin/sh`, python3) and Ephemera's pieces at
-//!   fixed paths: [`IMAGE_PROXY`], [`IMAGE_INTERCEPT`] and the launchers in
-//!   [`IMAGE_BIN_DIR`]; those are what the proxy runs and preloads, whatever
+//!   fixed paths ([`ephemera_domain::image`]): the proxy, the intercept and
+//!   the launchers; those are what the proxy runs and preloads, whatever
 //!   the agent's own `proxy_bin`/`intercept_lib` say. The image is never
 //!   pulled or created: it must exist locally.
 //!
@@ -52,24 +52,18 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use ephemera_control_block::{ControlBlock, Counters};
+use ephemera_domain::image;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
 
-use super::cgroup::Cgroup;
 use super::process::{cleanup, prepare_dir, proxy_args, run_activation, ProcessOptions};
 use super::{Activation, Instance, InstanceSpec, Limits, Output, RunError, Runtime, RuntimeError};
 use crate::proxy::client::ProxyClient;
+use ephemera_sys::Cgroup;
 
 /// The local image every instance container starts from.
-pub const DEFAULT_IMAGE: &str = "ephemera/host-rootfs:latest";
-
-/// The proxy inside an instance image.
-pub const IMAGE_PROXY: &str = "/opt/ephemera/bin/ephemera-proxy";
-/// The intercept library inside an instance image.
-pub const IMAGE_INTERCEPT: &str = "/opt/ephemera/lib/libephemera_intercept.so";
-/// The launchers (`ephemera-python`) inside an instance image.
-pub const IMAGE_BIN_DIR: &str = "/opt/ephemera/bin";
+pub const DEFAULT_IMAGE: &str = image::HOST_ROOTFS_IMAGE;
 
 /// Label naming the agent that owns a container.
 const OWNER_LABEL: &str = "ephemera.owner";
@@ -143,9 +137,9 @@ impl DockerRuntime {
             None => self.opts.paths.clone(),
             Some(_) => ProcessOptions {
                 instances_dir: self.opts.paths.instances_dir.clone(),
-                proxy_bin: PathBuf::from(IMAGE_PROXY),
-                intercept_lib: Some(PathBuf::from(IMAGE_INTERCEPT)),
-                bin_dir: Some(PathBuf::from(IMAGE_BIN_DIR)),
+                proxy_bin: PathBuf::from(image::PROXY),
+                intercept_lib: Some(PathBuf::from(image::INTERCEPT)),
+                bin_dir: Some(PathBuf::from(image::BIN_DIR)),
             },
         }
     }
@@ -503,7 +497,7 @@ impl Limits for DockerLimits {
             if let Some(usage) = self.usage() {
                 if bytes < usage {
                     return Err(RuntimeError::Cgroup(
-                        super::cgroup::CgroupError::BelowUsage {
+                        ephemera_sys::CgroupError::BelowUsage {
                             path: PathBuf::from(&self.container),
                             limit: bytes,
                             usage,

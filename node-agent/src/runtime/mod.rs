@@ -7,10 +7,9 @@
 //!   shareable while an activation runs.
 //! - [`process`]: a child `ephemera-proxy` in a fresh memory cgroup.
 //! - [`docker`]: the same proxy in a container on the host's docker engine.
-//! - [`cgroup`]: memory cgroups, v1 and v2.
+//! - memory cgroups come from `ephemera_sys::cgroup` (v1 and v2).
 //! - [`fake`]: an in-memory runtime for unit tests of the actor.
 
-pub mod cgroup;
 pub mod docker;
 pub mod fake;
 pub mod process;
@@ -144,7 +143,7 @@ pub enum RuntimeError {
     },
     /// A cgroup operation failed.
     #[error(transparent)]
-    Cgroup(#[from] cgroup::CgroupError),
+    Cgroup(#[from] ephemera_sys::CgroupError),
     /// This runtime is not available.
     #[error("runtime {0} is not implemented yet")]
     Unsupported(&'static str),

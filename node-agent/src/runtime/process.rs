@@ -8,10 +8,8 @@
 //! `proxy.log`, `stdout.log` and `stderr.log` (the launcher's logs). When an
 //! instance stops, everything but the logs is removed.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -22,10 +20,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::process::{Child, Command};
 
-use super::cgroup::{Cgroup, Driver};
 use super::{Activation, Instance, InstanceSpec, Limits, Output, RunError, Runtime, RuntimeError};
 use crate::proxy::client::ProxyClient;
 use crate::proxy::{Reply, Request};
+use ephemera_sys::{Cgroup, Driver};
 
 /// How long a new proxy may take to accept our connection.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,27 +119,8 @@ impl ProcessRuntime {
             .stderr(Stdio::from(log2))
             .kill_on_drop(true);
         if let Some(cg) = cgroup {
-            let procs = CString::new(cg.procs_file().as_os_str().as_bytes())
-                .map_err(|_| start_err("cgroup path contains a NUL byte".into()))?;
-            // SAFETY: runs in the forked child before exec; only open, write
-            // and close on a path prepared before the fork, all
-            // async-signal-safe; no allocation.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    // "0" means the writing process itself.
-                    let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    let err = io::Error::last_os_error();
-                    libc::close(fd);
-                    if n != 1 {
-                        return Err(err);
-                    }
-                    Ok(())
-                });
-            }
+            ephemera_sys::process::join_cgroup_on_exec(cmd.as_std_mut(), &cg.procs_file())
+                .map_err(|e| start_err(format!("joining {}: {e}", cg.path().display())))?;
         }
         let mut child = cmd.spawn().map_err(|e| {
             start_err(format!(

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ephemera_node_agent::{code, AgentConfig};
+use ephemera_domain::code;
+use ephemera_node_agent::AgentConfig;
 use ephemera_proto::v1::agent_client::AgentClient;
 use ephemera_proto::v1::{CodeFile, FunctionSpec, RunReply, RunRequest};
 use tonic::transport::Channel;

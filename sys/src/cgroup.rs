@@ -447,8 +447,8 @@ impl Cgroup {
                 }
             }
             for pid in pids {
-                // SAFETY: plain FFI call with a pid read from cgroup.procs.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Gone already is fine: it is what we wait for.
+                let _ = crate::process::kill(pid, libc::SIGKILL);
             }
             if Instant::now() >= deadline {
                 return Err(CgroupError::Busy {

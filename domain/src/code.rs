@@ -1,5 +1,5 @@
 //! A function's code, carried by value: read from a directory on deploy,
-//! digested, and materialised into the agent's code cache on first use.
+//! digested, and materialised by the agent (its code cache) on first use.
 //!
 //! The digest is what names a version of the code everywhere (controller,
 //! agent cache, `FunctionSpec::code_digest`), so its byte layout is fixed:
@@ -85,7 +85,8 @@ pub enum CodeError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CodeError + 'a {
+/// Wraps an I/O error with what was being done to which path.
+pub fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CodeError + 'a {
     move |source| CodeError::Io {
         op,
         path: path.to_path_buf(),
@@ -210,98 +211,18 @@ pub fn size(files: &[CodeFile]) -> u64 {
     files.iter().map(|f| f.data.len() as u64).sum()
 }
 
-/// The agent's code cache: `<root>/<digest>/` holds one version's files.
-#[derive(Debug, Clone)]
-pub struct CodeCache {
-    root: PathBuf,
-}
-
-impl CodeCache {
-    /// A cache rooted at `root` (created on first write).
-    pub fn new(root: PathBuf) -> CodeCache {
-        CodeCache { root }
+/// Refuses a `CodeFile` path that is absolute, empty or climbs with `..`:
+/// it is joined under a directory when the code is materialised.
+pub fn check_relative(path: &str) -> Result<&Path, CodeError> {
+    let rel = Path::new(path);
+    let plain = !path.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        Ok(rel)
+    } else {
+        Err(CodeError::UnsafePath {
+            path: path.to_string(),
+        })
     }
-
-    /// The directory of `digest` if it is cached.
-    pub fn lookup(&self, digest: &str) -> Option<PathBuf> {
-        if !is_hex_digest(digest) {
-            return None;
-        }
-        let dir = self.root.join(digest);
-        dir.is_dir().then_some(dir)
-    }
-
-    /// Checks `files` against `digest` and writes them into the cache
-    /// atomically (a temporary directory renamed into place), unless that
-    /// version is already there. Returns its directory.
-    pub fn materialize(&self, digest: &str, files: &[CodeFile]) -> Result<PathBuf, CodeError> {
-        let actual = self::digest(files);
-        if actual != digest {
-            return Err(CodeError::DigestMismatch {
-                expected: digest.to_string(),
-                actual,
-            });
-        }
-        if let Some(dir) = self.lookup(digest) {
-            return Ok(dir);
-        }
-        if size(files) > MAX_CODE_BYTES {
-            return Err(CodeError::TooLarge {
-                dir: self.root.join(digest),
-                total: size(files),
-                limit: MAX_CODE_BYTES,
-            });
-        }
-        fs::create_dir_all(&self.root).map_err(io_err("creating", &self.root))?;
-        let tmp = self.root.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-        let result = write_tree(&tmp, files);
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        let dest = self.root.join(digest);
-        if let Err(e) = fs::rename(&tmp, &dest) {
-            let _ = fs::remove_dir_all(&tmp);
-            // Another request materialised the same version first.
-            if dest.is_dir() {
-                return Ok(dest);
-            }
-            return Err(CodeError::Io {
-                op: "renaming into place",
-                path: dest,
-                source: e,
-            });
-        }
-        Ok(dest)
-    }
-}
-
-fn is_hex_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn write_tree(dir: &Path, files: &[CodeFile]) -> Result<(), CodeError> {
-    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    for f in files {
-        let rel = Path::new(&f.path);
-        let plain =
-            !f.path.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
-        if !plain {
-            return Err(CodeError::UnsafePath {
-                path: f.path.clone(),
-            });
-        }
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
-        }
-        fs::write(&path, &f.data).map_err(io_err("writing", &path))?;
-        // Keep the owner able to read what it runs.
-        let mode = (f.mode & 0o777) | 0o400;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .map_err(io_err("setting mode of", &path))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -309,7 +230,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn read_digest_materialize_round_trip() {
+    fn reads_sorted_files_and_digests_independently_of_order() {
         let src = tempfile::tempdir().unwrap();
         fs::create_dir(src.path().join("lib")).unwrap();
         fs::write(src.path().join("main.py"), b"def main(a): return a\n").unwrap();
@@ -324,23 +245,14 @@ mod tests {
         let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["alias.py", "lib/x.txt", "main.py"]);
         assert_eq!(files[1].mode, 0o755);
-        let d = digest(&files);
         let mut reversed = files.clone();
         reversed.reverse();
-        assert_eq!(d, digest(&reversed), "digest is order independent");
-
-        let cache_dir = tempfile::tempdir().unwrap();
-        let cache = CodeCache::new(cache_dir.path().join("code"));
-        assert!(cache.lookup(&d).is_none());
-        let dir = cache.materialize(&d, &files).unwrap();
-        assert_eq!(fs::read(dir.join("lib/x.txt")).unwrap(), b"x");
-        assert_eq!(cache.lookup(&d).unwrap(), dir);
-        assert_eq!(digest(&read_dir(&dir).unwrap()), d);
-        let bad = "0".repeat(64);
-        assert!(matches!(
-            cache.materialize(&bad, &files),
-            Err(CodeError::DigestMismatch { .. })
-        ));
+        assert_eq!(
+            digest(&files),
+            digest(&reversed),
+            "digest is order independent"
+        );
+        assert_eq!(size(&files), 2 * 22 + 1);
     }
 
     #[test]
@@ -351,15 +263,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), src.path().join("s")).unwrap();
         let err = read_dir(src.path()).unwrap_err();
         assert!(matches!(err, CodeError::SymlinkEscapes { .. }), "{err}");
-
-        let cache_dir = tempfile::tempdir().unwrap();
-        let cache = CodeCache::new(cache_dir.path().to_path_buf());
-        let files = vec![CodeFile {
-            path: "../evil".into(),
-            mode: 0o644,
-            data: vec![],
-        }];
-        let err = cache.materialize(&digest(&files), &files).unwrap_err();
-        assert!(matches!(err, CodeError::UnsafePath { .. }), "{err}");
+        for bad in ["", "/etc/passwd", "../evil", "a/../../b"] {
+            assert!(check_relative(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_relative("lib/x.py").is_ok());
     }
 }

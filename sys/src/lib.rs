@@ -1,0 +1,24 @@
+//! Ephemera's operating-system helpers, in one place so each is written
+//! once and its `unsafe` is reviewed once: memory cgroups (v1 and v2),
+//! joining a cgroup between fork and exec, signalling processes, pipes;
+//! and the two small helpers benches and tests share (ports, a seeded RNG).
+//!
+//! It owns the raw system calls the agent, the CLI (`ephemera run`) and the
+//! benches need outside the intercept library (which has its own, since it
+//! runs inside hooks). It does not decide anything: limits, pids and paths
+//! come from its callers.
+//!
+//! Layout:
+//! - [`cgroup`]: a node's cgroup hierarchy ([`cgroup::Driver`]) and one
+//!   instance's memory cgroup ([`cgroup::Cgroup`]).
+//! - [`process`]: `kill`, process groups, liveness, pipes, and joining a
+//!   cgroup from the child before `exec`.
+//! - [`net`]: free loopback ports for benches and tests.
+//! - [`rng`]: a seeded generator for benches and test drivers.
+
+pub mod cgroup;
+pub mod net;
+pub mod process;
+pub mod rng;
+
+pub use cgroup::{Cgroup, CgroupError, Driver};
