@@ -19,12 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ephemera_proto::v1::controller_client::ControllerClient;
 use ephemera_proto::v1::{DumpReply, DumpRequest, StatusReply, StatusRequest};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::Channel;
 
 /// Prefix of every test project; the rest is `<pid>-<digits>` (see [`reap_stale`]).
 pub const PROJECT_PREFIX: &str = "ephemera-t";
@@ -50,31 +45,11 @@ pub fn image_tag() -> String {
     std::env::var("EPHEMERA_TAG").unwrap_or_else(|_| "dev".into())
 }
 
-/// Adds `authorization: Bearer <admin token>` to every request.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-/// A controller client that carries the cluster's admin token.
-pub type Client = ControllerClient<InterceptedService<Channel, Bearer>>;
+pub use ephemera_control_plane::client::Client;
 
 /// Connects to the controller at `endpoint` with `token`; `timeout` per request.
 pub async fn connect(endpoint: &str, token: &str, timeout: Duration) -> anyhow::Result<Client> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
-        .connect()
-        .await?;
-    let bearer = Bearer(format!("Bearer {token}").parse()?);
-    Ok(ControllerClient::with_interceptor(channel, bearer)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+    Ok(ephemera_control_plane::client::connect(endpoint, Some(token), Some(timeout)).await?)
 }
 
 /// Runs `cmd` to completion or kills it after `timeout`; output is captured.

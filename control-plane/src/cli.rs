@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
+use crate::client::{self, Client};
 use anyhow::Context;
 use ephemera_proto::v1 as pb;
-use ephemera_proto::v1::controller_client::ControllerClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use ephemera_domain::{format_size, input::parse as parse_input, FunctionRef};
 
@@ -48,51 +47,12 @@ impl Target {
     }
 }
 
-/// A controller client that sends the target's token with every call.
-pub type Client =
-    ControllerClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
-
-/// Adds `authorization: Bearer TOKEN` to every request.
-#[derive(Debug, Clone)]
-pub struct BearerToken(Option<tonic::metadata::AsciiMetadataValue>);
-
-impl BearerToken {
-    /// Sends `token`, or nothing when `None`.
-    pub fn new(token: Option<&str>) -> anyhow::Result<BearerToken> {
-        match token {
-            Some(t) => Ok(BearerToken(Some(
-                format!("Bearer {}", t.trim()).parse().map_err(|_| {
-                    anyhow::anyhow!("the token holds characters that cannot be sent")
-                })?,
-            ))),
-            None => Ok(BearerToken(None)),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
 /// Connects to the controller of `target`.
 pub async fn connect(target: &Target) -> anyhow::Result<Client> {
     let endpoint = target.endpoint.as_str();
-    let token = BearerToken::new(target.token.as_deref())?;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .with_context(|| format!("invalid endpoint {endpoint:?}"))?
-        .connect()
+    client::connect(endpoint, target.token.as_deref(), None)
         .await
-        .with_context(|| {
-            format!("cannot reach the controller at {endpoint}. Is `ephemera dev` running, and is EPHEMERA_ENDPOINT right?")
-        })?;
-    Ok(ControllerClient::with_interceptor(channel, token)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+        .with_context(|| "Is `ephemera dev` running, and is EPHEMERA_ENDPOINT right?".to_string())
 }
 
 /// Splits `tenant/name`.

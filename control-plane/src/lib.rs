@@ -17,6 +17,7 @@
 //! - [`server`]: start and serve a controller.
 //! - [`dev`]: the embedded cluster of `ephemera dev`.
 //! - [`cli`]: the client commands.
+//! - [`client`]: a token-carrying client of the controller API.
 //! - [`credentials`]: the CLI's saved tokens.
 //! - [`run`]: `ephemera run`, one command under the tier, outside any cluster.
 //! - [`bench`]: `ephemera bench scheduler`, the policies outside Raft.
@@ -28,6 +29,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod convert;
 pub mod credentials;

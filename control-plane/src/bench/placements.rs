@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ephemera_proto::v1 as pb;
-use ephemera_proto::v1::controller_client::ControllerClient;
 use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::cli::{BearerToken, Client};
+use crate::client::{self, Client};
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -92,10 +91,7 @@ async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
 }
 
 fn client(channel: Channel, token: &str) -> anyhow::Result<Client> {
-    Ok(ControllerClient::with_interceptor(
-        channel,
-        BearerToken::new(Some(token))?,
-    ))
+    Ok(client::with_token(channel, Some(token))?)
 }
 
 async fn wait_ready(group: &Group, token: &str) -> anyhow::Result<()> {
