@@ -82,7 +82,7 @@ preflight() {
 build_static() {
     if [[ "${EPHEMERA_SKIP_CARGO:-0}" == 1 ]]; then log "EPHEMERA_SKIP_CARGO=1: not building"; return; fi
     ( cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-        cargo build --release --target "$triple" -p ephemera-control-plane -p ephemera-node-agent --bins ) \
+        cargo build --release --target "$triple" -p ephemera-cli -p ephemera-node-agent --bins ) \
         || die "static build failed (cargo output above)"
 }
 build_intercept() {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use ephemera_domain::Reason;
 use ephemera_proto::v1 as pb;
 use ephemera_proto::v1::controller_server::Controller as ControllerService;
 use ephemera_proto::v1::node_registry_server::NodeRegistry;
@@ -37,21 +38,17 @@ impl Api {
                 learners,
                 leader_id: self.controller.node.leader().map(|(id, _)| id).unwrap_or(0),
             })),
-            Err(WriteError::Forward { addr, .. }) => Err(Status::failed_precondition(format!(
-                "not the leader; the leader is at {addr}"
-            ))),
-            Err(e) => Err(Status::unavailable(e.to_string())),
+            Err(WriteError::Forward { addr, .. }) => Err(Reason::NotLeader {
+                leader: Some(addr.clone()),
+            }
+            .status(format!("not the leader; the leader is at {addr}"))),
+            Err(e) => Err(Reason::Unavailable.status(e.to_string())),
         }
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
-        let state = self
-            .controller
-            .node
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        self.auth.principal(req.metadata(), &state)
+        self.auth
+            .principal(req.metadata(), &self.controller.node.read_state())
     }
 }
 
@@ -74,9 +71,10 @@ impl ControllerService for Api {
         self.caller(&req)?.check_admin("changing the controllers")?;
         let req = req.into_inner();
         if req.id == 0 || req.addr.is_empty() {
-            return Err(Status::invalid_argument(
-                "add member: need a non-zero id and an address",
-            ));
+            return Err(ApiError::InvalidArgument(
+                "add member: need a non-zero id and an address".into(),
+            )
+            .into());
         }
         let r = self.controller.node.add_member(req.id, &req.addr).await;
         self.membership_reply(r)
@@ -120,21 +118,20 @@ impl ControllerService for Api {
         let id = req.into_inner().invocation_id;
         if let Principal::Tenant(t) = &who {
             // A tenant may release only its own active placements.
-            let owner = {
-                let state = self
-                    .controller
-                    .node
-                    .state
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner());
-                state.tasks.get(&id).map(|task| task.tenant.clone())
-            };
+            let owner = self
+                .controller
+                .node
+                .read_state()
+                .tasks
+                .get(&id)
+                .map(|task| task.tenant.clone());
             match owner {
                 Some(owner) => who.check_tenant(&owner)?,
                 None => {
-                    return Err(Status::not_found(format!(
+                    return Err(ApiError::NotFound(format!(
                         "tenant {t} has no active invocation {id}"
-                    )))
+                    ))
+                    .into())
                 }
             }
         }

@@ -58,19 +58,14 @@ pub async fn run(controller: Arc<Controller>, mut shutdown: tokio::sync::watch::
             continue;
         }
         let since = *leader_since.get_or_insert_with(Instant::now);
-        let up: Vec<String> = {
-            let state = controller
-                .node
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            state
-                .nodes
-                .values()
-                .filter(|n| n.up)
-                .map(|n| n.node_id.clone())
-                .collect()
-        };
+        let up: Vec<String> = controller
+            .node
+            .read_state()
+            .nodes
+            .values()
+            .filter(|n| n.up)
+            .map(|n| n.node_id.clone())
+            .collect();
         for node_id in up {
             if liveness.silent_since(&node_id, since).elapsed() <= liveness.timeout {
                 continue;

@@ -18,9 +18,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::Api;
 use crate::auth::Authenticator;
+use crate::channels::ChannelPool;
 use crate::controller::Controller;
 use crate::liveness::{self, Liveness};
-use crate::raft::{ChannelPool, RaftNode, RaftRpc, RaftSettings};
+use crate::raft::{RaftNode, RaftRpc, RaftSettings};
 
 /// Everything a controller needs to start.
 #[derive(Debug, Clone)]

@@ -123,12 +123,11 @@ impl Reason {
 
 /// Whether `status` was made on this side of the connection because the
 /// peer could not be reached or the connection broke (tonic keeps the
-/// transport error as its source), rather than sent by the peer.
+/// transport error as its source), rather than sent by the peer. A local
+/// deadline (`Cancelled`) is not one: the peer was reached and was slow.
 pub fn is_transport_failure(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-    ) && std::error::Error::source(status).is_some()
+    matches!(status.code(), Code::Unavailable | Code::Unknown)
+        && std::error::Error::source(status).is_some()
 }
 
 #[cfg(test)]

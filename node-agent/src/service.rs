@@ -159,7 +159,8 @@ impl AgentService {
     fn code_dir(&self, f: &FunctionSpec, code: &[CodeFile]) -> Result<PathBuf, Status> {
         if code.is_empty() {
             return self.inner.code.lookup(&f.code_digest).ok_or_else(|| {
-                Status::failed_precondition(format!("code missing: {}", f.code_digest))
+                ephemera_domain::Reason::CodeMissing
+                    .status(format!("code missing: {}", f.code_digest))
             });
         }
         self.inner

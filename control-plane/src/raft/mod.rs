@@ -19,7 +19,9 @@ use ephemera_proto::raft::RaftPayload;
 use ephemera_storage::{ClusterState, Command, Node, NodeId, Raft, Response};
 use openraft::error::{ClientWriteError, RaftError};
 
-pub use network::{ChannelPool, GrpcNetwork};
+pub use network::GrpcNetwork;
+
+use crate::channels::ChannelPool;
 
 /// How long a write or read-index forwarded to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -176,6 +178,12 @@ impl RaftNode {
         metrics
             .current_leader
             .ok_or_else(|| anyhow::anyhow!("no Raft leader within {timeout:?}"))
+    }
+
+    /// The applied cluster state, for reading (a poisoned lock still reads:
+    /// the state machine never leaves it half-written).
+    pub fn read_state(&self) -> std::sync::RwLockReadGuard<'_, ClusterState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current leader's id and address, if one is known.

@@ -12,8 +12,10 @@ use ephemera_storage::Policy;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::server::{self, ControllerConfig};
-use crate::{artifacts, auth, credentials};
+use ephemera_control_plane::auth;
+use ephemera_control_plane::server::{self, ControllerConfig};
+
+use crate::{artifacts, credentials};
 
 /// Settings of an embedded cluster.
 #[derive(Debug, Clone)]

@@ -4,32 +4,16 @@
 //! then runs the command and reports what the tier served.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use ephemera_control_block::{ControlBlock, Mode};
+use ephemera_control_block::ControlBlock;
 use ephemera_sys::Driver;
 
-use crate::artifacts;
 use ephemera_domain::format_size;
 
-/// What `ephemera run` was asked to do.
-#[derive(Debug, Clone)]
-pub struct RunArgs {
-    /// The directory the tier serves.
-    pub tier_dir: PathBuf,
-    /// Placement mode.
-    pub mode: Mode,
-    /// Memory budget (and cgroup limit with `cgroup`).
-    pub mem_limit: Option<u64>,
-    /// Run inside a fresh memory cgroup of `mem_limit`.
-    pub cgroup: bool,
-    /// Print the tier's counters as JSON on stderr at the end.
-    pub stats: bool,
-    /// The command and its arguments.
-    pub command: Vec<String>,
-}
+use crate::args::RunArgs;
+use crate::artifacts;
 
 /// Runs the command; returns the exit code to exit with.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
