@@ -298,7 +298,7 @@ impl SandboxPolicy {
             (None, off_report())
         };
         let (bpf, seccomp) = if self.seccomp {
-            let (prog, report) = seccomp::compile()?;
+            let (prog, report) = seccomp::compiled()?;
             (Some(prog), report)
         } else {
             (None, SeccompReport::disabled())

@@ -220,8 +220,20 @@ fn flag_rules(flags: &[(&str, u64)]) -> Result<Vec<SeccompRule>, seccompiler::Ba
         .collect()
 }
 
+/// The filter for this architecture and what it does, compiled once per
+/// process (it never changes).
+pub(crate) fn compiled() -> Result<(Vec<libc::sock_filter>, SeccompReport), SandboxError> {
+    static COMPILED: std::sync::OnceLock<(Vec<libc::sock_filter>, SeccompReport)> =
+        std::sync::OnceLock::new();
+    if let Some(c) = COMPILED.get() {
+        return Ok(c.clone());
+    }
+    let c = compile()?;
+    Ok(COMPILED.get_or_init(|| c).clone())
+}
+
 /// Compiles the filter for this architecture; returns the program and what it does.
-pub(crate) fn compile() -> Result<(Vec<libc::sock_filter>, SeccompReport), SandboxError> {
+fn compile() -> Result<(Vec<libc::sock_filter>, SeccompReport), SandboxError> {
     let arch_name = std::env::consts::ARCH;
     let (Some(audit), Ok(target)) = (audit_arch(), TargetArch::try_from(arch_name)) else {
         return Err(SandboxError::SeccompArch { arch: arch_name });

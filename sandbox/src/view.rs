@@ -31,8 +31,10 @@
 //! node's accounts. `/dev/shm` is left out because it is shared by every
 //! tenant (POSIX semaphores and `multiprocessing` locks need it).
 
-use std::os::fd::OwnedFd;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use landlock::{
     Access as _, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
@@ -135,8 +137,14 @@ pub struct Rule {
     pub required: bool,
 }
 
-/// The default part of every view: runtime, system files, kernel interfaces, devices.
+/// The default part of every view: runtime, system files, kernel
+/// interfaces, devices. Computed once per process (it lists `/etc`).
 pub(crate) fn system_rules() -> Vec<Rule> {
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
+    RULES.get_or_init(list_system_rules).clone()
+}
+
+fn list_system_rules() -> Vec<Rule> {
     let optional = |p: &str, access| Rule {
         path: PathBuf::from(p),
         access,
@@ -238,6 +246,32 @@ fn scope_names(flags: BitFlags<Scope>) -> Vec<String> {
     flags.iter().map(|f| format!("{f:?}")).collect()
 }
 
+/// A system path opened once (`O_PATH`) for every ruleset of this process;
+/// `None` when it does not exist here.
+type OpenedPath = Option<(PathFd, bool)>;
+
+/// The system paths, opened on first use and kept: each instance start then
+/// costs one `landlock_add_rule` per system path instead of an open, a stat
+/// and a close. (A path replaced later, e.g. `/etc/resolv.conf` rewritten by
+/// rename, keeps its old inode here until the agent restarts.)
+fn opened_system_paths() -> &'static HashMap<PathBuf, OpenedPath> {
+    static OPENED: OnceLock<HashMap<PathBuf, OpenedPath>> = OnceLock::new();
+    OPENED.get_or_init(|| {
+        system_rules()
+            .into_iter()
+            .map(|r| {
+                let opened = PathFd::new(&r.path).ok().map(|fd| {
+                    let dir = std::fs::metadata(&r.path)
+                        .map(|m| m.is_dir())
+                        .unwrap_or(false);
+                    (fd, dir)
+                });
+                (r.path, opened)
+            })
+            .collect()
+    })
+}
+
 /// Builds the ruleset: returns its fd (`None` when Landlock is not in
 /// force) and the report.
 pub(crate) fn build(
@@ -294,23 +328,35 @@ pub(crate) fn build(
         .no_new_privs(false);
     let mut added = Vec::new();
     let mut skipped = Vec::new();
+    let system = opened_system_paths();
     for rule in rules {
-        let fd = match PathFd::new(&rule.path) {
-            Ok(fd) => fd,
-            Err(_) if !rule.required && !rule.path.exists() => {
+        let opened;
+        let (fd, is_dir) = match system.get(&rule.path).filter(|_| !rule.required) {
+            Some(Some((fd, dir))) => (fd.as_fd(), *dir),
+            Some(None) => {
                 skipped.push(rule.path.clone());
                 continue;
             }
-            Err(source) => {
-                return Err(SandboxError::LandlockPath {
-                    path: rule.path.clone(),
-                    source,
-                })
+            None => {
+                opened = match PathFd::new(&rule.path) {
+                    Ok(fd) => fd,
+                    Err(_) if !rule.required && !rule.path.exists() => {
+                        skipped.push(rule.path.clone());
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(SandboxError::LandlockPath {
+                            path: rule.path.clone(),
+                            source,
+                        })
+                    }
+                };
+                let dir = std::fs::metadata(&rule.path)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
+                (opened.as_fd(), dir)
             }
         };
-        let is_dir = std::fs::metadata(&rule.path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
         let mut access = rule.access.rights() & fs;
         if !is_dir {
             access &= AccessFs::from_file(kernel);
