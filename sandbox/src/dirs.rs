@@ -99,41 +99,62 @@ pub fn prepare_code_dir(code_dir: &Path) -> Result<(), SandboxError> {
     fix_code_entry(code_dir, owner, true)
 }
 
+/// The mode a code entry should have: no setuid/setgid/sticky bits, nothing
+/// writable but by the owner, readable by all (directories searchable, and
+/// executables executable, by all).
+fn code_mode(mode: u32, dir: bool) -> u32 {
+    let mut m = (mode & 0o7777) & !0o7022;
+    m |= if dir { 0o555 } else { 0o444 };
+    if !dir && m & 0o100 != 0 {
+        m |= 0o011;
+    }
+    m | 0o200
+}
+
 fn fix_code_entry(path: &Path, owner: Ids, top: bool) -> Result<(), SandboxError> {
     let meta = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
     let ft = meta.file_type();
     // Symlinks inside are left alone (the agent's code loader keeps them
     // inside the code directory; Landlock judges their targets anyway); the
-    // top itself must not be one (open_nofollow refuses it).
-    if ft.is_symlink() && !top {
+    // directory itself must not be one.
+    if ft.is_symlink() {
+        if top {
+            return Err(SandboxError::CodeEntry {
+                path: path.to_path_buf(),
+                kind: "symlink (the code directory itself must be a directory)",
+            });
+        }
         return Ok(());
     }
-    if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+    if !(ft.is_dir() || ft.is_file()) {
         return Err(SandboxError::CodeEntry {
             path: path.to_path_buf(),
             kind: "device, FIFO or socket",
         });
     }
     let dir = ft.is_dir();
-    let f = open_nofollow(path, dir)?;
-    let meta = f.metadata().map_err(io_err("stat", path))?;
-    let mut mode = meta.mode() & 0o7777;
-    // No setuid/setgid/sticky bits, nothing writable but by the owner.
-    mode &= !0o7022;
-    mode |= if dir { 0o555 } else { 0o444 };
-    if !dir && mode & 0o100 != 0 {
-        mode |= 0o011;
-    }
-    mode |= 0o200;
-    if meta.uid() != owner.uid || meta.gid() != owner.gid {
-        fchown(f.as_fd(), Some(owner.uid), Some(owner.gid)).map_err(io_err(
-            format!("chown to {}:{}", owner.uid, owner.gid),
-            path,
-        ))?;
-    }
-    if meta.mode() & 0o7777 != mode {
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_err(format!("chmod {mode:o}"), path))?;
+    let want = code_mode(meta.mode(), dir);
+    let owned = meta.uid() == owner.uid && meta.gid() == owner.gid;
+    if !owned || meta.mode() & 0o7777 != want {
+        // Change it through a descriptor of the very object we looked at.
+        let f = open_nofollow(path, dir)?;
+        let now = f.metadata().map_err(io_err("stat", path))?;
+        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+            return Err(SandboxError::Io {
+                what: "checking (replaced while being prepared)".into(),
+                path: path.to_path_buf(),
+                source: io::Error::other("inode changed"),
+            });
+        }
+        if !owned {
+            fchown(f.as_fd(), Some(owner.uid), Some(owner.gid)).map_err(io_err(
+                format!("chown to {}:{}", owner.uid, owner.gid),
+                path,
+            ))?;
+        }
+        // chown may have cleared setuid bits; set the final mode either way.
+        f.set_permissions(fs::Permissions::from_mode(want))
+            .map_err(io_err(format!("chmod {want:o}"), path))?;
     }
     if dir {
         for entry in fs::read_dir(path).map_err(io_err("listing", path))? {
