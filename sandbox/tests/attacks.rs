@@ -172,6 +172,14 @@ fn it_cannot_write_outside_its_tier_nor_into_its_code() {
         "/tmp/ephemera-sandbox-marker-{}",
         f.tier.to_str().unwrap().replace('/', "_")
     );
+    // Removed at the end, pass or fail (the control run writes it).
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+    let _guard = Remove(system_tmp_marker.clone());
     let p = f.python(&f.policy(), WRITE_PROBE);
     p.assert_success();
     for k in [
@@ -221,7 +229,6 @@ fn it_cannot_write_outside_its_tier_nor_into_its_code() {
     c.ok("open_dir");
     c.ok("control_truncate");
     assert!(exists(&f.open_dir.join("marker")));
-    let _ = fs::remove_file(&system_tmp_marker);
 }
 
 #[test]
@@ -688,6 +695,14 @@ fn a_failed_step_in_the_child_is_named() {
             .create(&format!("gone-{}", std::process::id()), 8)
             .unwrap()
             .unwrap();
+    // Removed below; removed here too when the test fails before that.
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+    let _guard = Remove(gone.path().to_path_buf());
     let policy = f.policy().pids_cgroup(&gone);
     let mut cmd = Command::new("/bin/true");
     let applied = policy.apply_to(&mut cmd).unwrap();
