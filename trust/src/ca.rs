@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -421,6 +421,16 @@ impl ClusterCa {
         sans: &[String],
         member_dir: &Path,
     ) -> Result<Credentials, TrustError> {
+        let master = RevocationList::open(&self.revocation_path())?;
+        if master
+            .entries()
+            .contains(&RevocationEntry::Identity(identity.clone()))
+        {
+            return Err(TrustError::IdentityRevoked {
+                identity: identity.uri(),
+                list: self.revocation_path(),
+            });
+        }
         match self.usable(identity, sans, member_dir) {
             Ok(()) => {
                 self.publish_revocations(member_dir)?;

@@ -124,8 +124,7 @@ impl Credentials {
         let ca_certs = cert::pem_certs(&ca_pem).map_err(|e| TrustError::bad_file(&paths.ca, e))?;
         let cert_pem = files::read_text(&paths.cert)?;
         let key_pem = files::read_key(&paths.key)?;
-        let certs =
-            cert::pem_certs(&cert_pem).map_err(|e| TrustError::bad_file(&paths.cert, e))?;
+        let certs = cert::pem_certs(&cert_pem).map_err(|e| TrustError::bad_file(&paths.cert, e))?;
         let leaf = cert::parse(&certs[0]).map_err(|e| TrustError::bad_file(&paths.cert, e))?;
         let info = cert::info_of(&leaf).map_err(|e| TrustError::bad_file(&paths.cert, e))?;
         if &info.identity != identity {

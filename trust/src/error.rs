@@ -78,6 +78,17 @@ pub enum TrustError {
         /// What the check said.
         detail: String,
     },
+    /// Every certificate of this identity is revoked: issuing another is pointless.
+    #[error(
+        "{identity} is revoked in {}: remove its line there to admit it again",
+        list.display()
+    )]
+    IdentityRevoked {
+        /// The identity (URI).
+        identity: String,
+        /// The revocation list that names it.
+        list: PathBuf,
+    },
     /// An identity (controller id, node id, name) cannot be encoded or parsed.
     #[error("invalid identity {what:?}: {detail}")]
     BadIdentity {
@@ -115,7 +126,11 @@ pub enum TrustError {
 }
 
 impl TrustError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         TrustError::Io {
             action,
             path: path.into(),

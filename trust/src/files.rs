@@ -37,7 +37,8 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), TrustError> {
 fn write_all_synced(file: &mut fs::File, path: &Path, data: &[u8]) -> Result<(), TrustError> {
     file.write_all(data)
         .map_err(|e| TrustError::io("writing", path, e))?;
-    file.sync_all().map_err(|e| TrustError::io("syncing", path, e))
+    file.sync_all()
+        .map_err(|e| TrustError::io("syncing", path, e))
 }
 
 fn sync_parent(path: &Path) -> Result<(), TrustError> {

@@ -161,8 +161,7 @@ impl Identity {
         match role {
             "controller" => {
                 // Digits only: "+1" or "01" would parse to a u64 but are not ours.
-                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0')
-                {
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
                     return Err(bad("a controller id is a non-zero decimal number"));
                 }
                 let id: u64 = id
@@ -229,10 +228,7 @@ mod tests {
             Identity::agent("node-1").unwrap().uri(),
             "spiffe://ephemera/agent/node-1"
         );
-        assert_eq!(
-            Identity::controller(3).unwrap().file_stem(),
-            "controller-3"
-        );
+        assert_eq!(Identity::controller(3).unwrap().file_stem(), "controller-3");
     }
 
     #[test]

@@ -56,9 +56,7 @@ mod revocation;
 mod security;
 mod tls;
 
-pub use ca::{
-    ClusterCa, IssuedCert, CA_KEY_FILE, CA_VALIDITY, MEMBER_VALIDITY, RENEW_BEFORE,
-};
+pub use ca::{ClusterCa, IssuedCert, CA_KEY_FILE, CA_VALIDITY, MEMBER_VALIDITY, RENEW_BEFORE};
 pub use cert::{cert_info, cert_info_pem, serial_hex, CertInfo};
 pub use creds::{Credentials, MemberPaths, CA_CERT_FILE};
 pub use error::TrustError;

@@ -162,7 +162,10 @@ impl PeerVerifier {
     /// Checks a certificate chain as a TLS server received it (leaf first).
     /// `Ok(None)`: no certificate; `Err`: a certificate that is not (or no
     /// longer) a valid member credential.
-    pub fn check_chain(&self, chain: Option<&[CertificateDer<'_>]>) -> Result<Option<Peer>, Status> {
+    pub fn check_chain(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+    ) -> Result<Option<Peer>, Status> {
         let Some(inner) = &self.inner else {
             return Ok(Some(Peer::Insecure));
         };
@@ -190,7 +193,9 @@ impl PeerVerifier {
         if let Some(entry) = inner.revocations.check(&info) {
             let why = match entry {
                 RevocationEntry::Serial(_) => "this certificate is revoked".to_string(),
-                RevocationEntry::Identity(_) => "every certificate of this member is revoked".into(),
+                RevocationEntry::Identity(_) => {
+                    "every certificate of this member is revoked".into()
+                }
             };
             return Err(Status::unauthenticated(format!(
                 "the certificate of {} (serial {}) is refused: {why}",
@@ -240,7 +245,11 @@ impl PeerVerifier {
     /// Refuses unless the agent of `claimed_node_id` is calling: an agent's
     /// certificate names its node, and it may speak (register, heartbeat)
     /// for that node only.
-    pub fn require_agent<T>(&self, req: &Request<T>, claimed_node_id: &str) -> Result<Peer, Status> {
+    pub fn require_agent<T>(
+        &self,
+        req: &Request<T>,
+        claimed_node_id: &str,
+    ) -> Result<Peer, Status> {
         let peer = self.require_roles(req, &[Role::Agent])?;
         match &peer {
             Peer::Agent(n) if n != claimed_node_id => Err(Status::permission_denied(format!(

@@ -206,11 +206,7 @@ impl RevocationList {
         };
         let stamp = stamp_of(path)?;
         {
-            let current = self
-                .inner
-                .entries
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let current = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
             if current.stamp == stamp {
                 return Ok(false);
             }
@@ -255,11 +251,7 @@ impl RevocationList {
     /// look per [`RELOAD_INTERVAL`]).
     pub fn check(&self, cert: &CertInfo) -> Option<RevocationEntry> {
         self.maybe_reload();
-        let entries = self
-            .inner
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
         if entries.serials.contains(&cert.serial) {
             return Some(RevocationEntry::Serial(cert.serial.clone()));
         }
@@ -271,11 +263,7 @@ impl RevocationList {
 
     /// Every entry in force.
     pub fn entries(&self) -> Vec<RevocationEntry> {
-        let entries = self
-            .inner
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .serials
             .iter()
