@@ -77,7 +77,10 @@ impl IssuedCert {
     pub fn write_to(&self, dir: &Path) -> Result<MemberPaths, TrustError> {
         files::ensure_private_dir(dir)?;
         let paths = MemberPaths::new(dir, &self.identity);
-        files::write_replace(&paths.ca, self.ca_pem.as_bytes(), PUBLIC_MODE)?;
+        // Unchanged when the member directory is the CA's own (`ephemera dev`).
+        if std::fs::read(&paths.ca).ok().as_deref() != Some(self.ca_pem.as_bytes()) {
+            files::write_replace(&paths.ca, self.ca_pem.as_bytes(), PUBLIC_MODE)?;
+        }
         files::write_replace(&paths.key, self.key_pem.as_bytes(), KEY_MODE)?;
         files::write_replace(&paths.cert, self.cert_pem.as_bytes(), PUBLIC_MODE)?;
         Ok(paths)

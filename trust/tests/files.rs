@@ -177,3 +177,57 @@ fn the_default_is_secure_and_insecure_is_explicit() {
     assert!(s.is_insecure() && s.server_tls().is_none());
     assert_eq!(s.url("https://h:1"), "http://h:1");
 }
+
+#[test]
+fn one_directory_for_the_ca_and_every_member_as_ephemera_dev_keeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tls");
+    let ca = ClusterCa::init(&dir).unwrap();
+    let ca_pem = fs::read(dir.join("ca.pem")).unwrap();
+    let ids = [
+        Identity::controller(1).unwrap(),
+        Identity::agent("node-1").unwrap(),
+        Identity::agent("node-2").unwrap(),
+    ];
+    for id in &ids {
+        ca.ensure_member(id, &[], &dir).unwrap();
+    }
+    assert_eq!(
+        fs::read(dir.join("ca.pem")).unwrap(),
+        ca_pem,
+        "CA untouched"
+    );
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "agent-node-1.key",
+            "agent-node-1.pem",
+            "agent-node-2.key",
+            "agent-node-2.pem",
+            "ca.key",
+            "ca.pem",
+            "controller-1.key",
+            "controller-1.pem",
+        ]
+    );
+    // Members there follow the master list itself.
+    let node2 = Credentials::load(&dir, &ids[2]).unwrap();
+    ca.revoke(&RevocationEntry::Serial(node2.info().serial.clone()))
+        .unwrap();
+    let c1 = Credentials::load(&dir, &ids[0]).unwrap();
+    assert_eq!(
+        c1.revocations().path(),
+        Some(ca.revocation_path().as_path())
+    );
+    assert_eq!(c1.revocations().entries().len(), 1);
+    // A second start reuses everything but the revoked certificate.
+    let again = ca.ensure_member(&ids[2], &[], &dir).unwrap();
+    assert_ne!(again.info().serial, node2.info().serial);
+    let c1_again = ca.ensure_member(&ids[0], &[], &dir).unwrap();
+    assert_eq!(c1_again.info().serial, c1.info().serial);
+}
