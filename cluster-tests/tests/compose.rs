@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use ephemera_cluster_tests::compose::{
     self, Client, ComposeCluster, ComposeOptions, AGENTS, CONTROLLERS,
 };
-use ephemera_cluster_tests::wait_for;
+use ephemera_cluster_tests::{wait_for, wait_until};
 use ephemera_proto::v1::{InvokeReply, InvokeRequest, PlaceRequest, ReleaseRequest};
 use ephemera_telemetry::INVOCATION_SPANS;
 use serde_json::{json, Value};
@@ -83,26 +83,21 @@ fn compose_cluster_under_faults() {
 
 async fn scenarios(c: &ComposeCluster) -> String {
     let mut report = String::new();
-    let t = Instant::now();
-    report += &up_from_nothing(c).await;
-    report += &format!("  (a took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &traces(c).await;
-    report += &format!("  (f took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &noop_latency(c).await;
-    report += &format!("  (e took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &leader_kills(c).await;
-    report += &format!("  (b took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &pause_and_partition(c).await;
-    report += &format!("  (c took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &agent_kill(c).await;
-    report += &format!("  (d took {:.1?})\n", t.elapsed());
+    report += &timed("a", up_from_nothing(c)).await;
+    report += &timed("f", traces(c)).await;
+    report += &timed("e", noop_latency(c)).await;
+    report += &timed("b", leader_kills(c)).await;
+    report += &timed("c", pause_and_partition(c)).await;
+    report += &timed("d", agent_kill(c)).await;
     report += &agents_marked_down(c);
     report
+}
+
+/// Section `name`'s report, followed by how long it took.
+async fn timed(name: &str, section: impl std::future::Future<Output = String>) -> String {
+    let t = Instant::now();
+    let report = section.await;
+    format!("{report}  ({name} took {:.1?})\n", t.elapsed())
 }
 
 /// How often the controllers marked an agent down (once is expected, in d;
@@ -164,12 +159,10 @@ async fn traces(c: &ComposeCluster) -> String {
         .expect("invocation id")
         .to_string();
     let node = reply["node_id"].as_str().expect("node id").to_string();
-    let mut last = String::new();
-    let trace: Vec<Value> = wait_for_report(
+    let trace: Vec<Value> = wait_until(
         "the invocation's complete trace in the collector",
         Duration::from_secs(60),
-        &mut last,
-        || {
+        || async {
             let spans = c.collector_spans().ok_or("no collector")??;
             let trace_id = spans
                 .iter()
@@ -259,28 +252,6 @@ async fn traces(c: &ComposeCluster) -> String {
          cli_invoke → invoke → schedule; invoke → agent_run → reallocate, instance_run\n",
         trace.len()
     )
-}
-
-/// Polls `f` every 200 ms until it returns `Ok`, or panics after `timeout`
-/// with the last `Err` it gave (kept in `last`).
-async fn wait_for_report<T>(
-    what: &str,
-    timeout: Duration,
-    last: &mut String,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) => *last = e,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 // ------------------------------------------------------------------ helpers
