@@ -22,8 +22,6 @@ CMD [\"--listen\", \"0.0.0.0:4317\", \"--out\", \"/data/spans.jsonl\"]
 
 /// Builds the binary, stages, builds and smoke-tests the image.
 pub fn build(b: &mut Build) -> Result<()> {
-    let name = b.image(image::COLLECTOR_IMAGE_REPO);
-    let context = b.context("otel-collector");
     b.step("cargo: static ephemera-collector", |b| {
         if b.run_cargo {
             // Its own cargo run: features resolve as for the collector
@@ -33,14 +31,12 @@ pub fn build(b: &mut Build) -> Result<()> {
         }
         elf::ensure_static(&cargo::built(&b.cargo.static_out(), "ephemera-collector")?)
     })?;
-    b.step("stage ephemera/otel-collector", |b| stage(b, &context))?;
-    b.step("docker build ephemera/otel-collector", |b| {
-        b.docker.build(&name, &context)
-    })?;
-    b.step("smoke ephemera/otel-collector", |_| {
-        docker::run(&[&name, "--help"])?;
-        Ok(())
-    })
+    b.image_steps(
+        image::COLLECTOR_IMAGE_REPO,
+        "otel-collector",
+        stage,
+        |_, name| docker::run(&[name, "--help"]).map(drop),
+    )
 }
 
 fn stage(b: &Build, context: &Path) -> Result<()> {

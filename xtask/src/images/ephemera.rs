@@ -3,7 +3,7 @@
 //! The compose file runs controllers and agents from it (its health checks
 //! call `/ephemera`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use ephemera_domain::image;
@@ -44,19 +44,12 @@ pub fn build_binaries(b: &mut Build) -> Result<()> {
 
 /// Stages, builds and smoke-tests the image.
 pub fn build(b: &mut Build) -> Result<()> {
-    let name = b.image(image::EPHEMERA_IMAGE_REPO);
-    let context = b.context("ephemera");
-    b.step("stage ephemera/ephemera", |b| stage(b, &context))?;
-    b.step("docker build ephemera/ephemera", |b| {
-        b.docker.build(&name, &context)
-    })?;
-    b.step("smoke ephemera/ephemera", |_| {
-        docker::run(&[&name, "--version"])?;
-        Ok(())
+    b.image_steps(image::EPHEMERA_IMAGE_REPO, "ephemera", stage, |_, name| {
+        docker::run(&[name, "--version"]).map(drop)
     })
 }
 
-fn stage(b: &Build, context: &std::path::Path) -> Result<()> {
+fn stage(b: &Build, context: &Path) -> Result<()> {
     let root = Rootfs::fresh(context.join("root"))?;
     root.tmp()?;
     root.dirs(&["/data", "/etc"])?;

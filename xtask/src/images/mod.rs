@@ -101,14 +101,24 @@ impl Build {
         &self.cargo.repo
     }
 
-    /// `repo:TAG`.
-    pub fn image(&self, repo: &str) -> String {
-        format!("{repo}:{}", self.tag)
-    }
-
-    /// The build context of image `name`: its Dockerfile and `root/`.
-    pub fn context(&self, name: &str) -> PathBuf {
-        self.stage_dir.join(name)
+    /// What every image goes through once its binaries are built: `stage`
+    /// writes its context (`root/` and the Dockerfile) in
+    /// `<stage dir>/<dir>`, `docker build` tags it `repo:TAG`, `smoke`
+    /// checks the image by name.
+    pub fn image_steps(
+        &mut self,
+        repo: &str,
+        dir: &str,
+        stage: impl FnOnce(&Build, &Path) -> Result<()>,
+        smoke: impl FnOnce(&Build, &str) -> Result<()>,
+    ) -> Result<()> {
+        let name = format!("{repo}:{}", self.tag);
+        let context = self.stage_dir.join(dir);
+        self.step(&format!("stage {repo}"), |b| stage(b, &context))?;
+        self.step(&format!("docker build {repo}"), |b| {
+            b.docker.build(&name, &context)
+        })?;
+        self.step(&format!("smoke {repo}"), |b| smoke(b, &name))
     }
 }
 
@@ -148,9 +158,9 @@ pub fn run(args: Args) -> Result<()> {
 
     eprintln!("\nstep timings:");
     for (name, d) in &build.timings {
-        eprintln!("  {name:<34} {:>4}s", d.as_secs());
+        eprintln!("  {name:<38} {:>4}s", d.as_secs());
     }
-    eprintln!("  {:<34} {:>4}s", "total", t0.elapsed().as_secs());
+    eprintln!("  {:<38} {:>4}s", "total", t0.elapsed().as_secs());
     eprintln!("\nimages:");
     for line in docker::list(&build.tag)?.lines() {
         eprintln!("  {line}");

@@ -80,15 +80,12 @@ pub fn build(b: &mut Build, python: &str, precompile: bool) -> Result<()> {
         py.version,
         py.stdlib.display()
     ));
-    let name = b.image(image::PYTHON_IMAGE_REPO);
-    let context = b.context("python");
-    b.step("stage ephemera/python", |b| {
-        stage(b, &py, precompile, &context)
-    })?;
-    b.step("docker build ephemera/python", |b| {
-        b.docker.build(&name, &context)
-    })?;
-    b.step("smoke ephemera/python", |b| smoke(b.repo(), &name))
+    b.image_steps(
+        image::PYTHON_IMAGE_REPO,
+        "python",
+        |b, context| stage(b, &py, precompile, context),
+        |b, name| smoke(b.repo(), name),
+    )
 }
 
 /// Asks `python` where its pieces are (a JSON line from a short script).
