@@ -140,19 +140,7 @@ async fn traces(c: &ComposeCluster) -> String {
         "the cluster has no OTLP collector (image ephemera/otel-collector missing)"
     );
     let leader = c.agreed_leader(&CONTROLLERS, Duration::from_secs(30)).await;
-    let out = c
-        .cli_traced(
-            leader,
-            &[
-                "invoke",
-                &format!("{TENANT}/cpu"),
-                "--input",
-                r#"{"n": 400}"#,
-                "--details",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("traced ephemera invoke: {e}"));
-    let reply: Value = serde_json::from_str(&out).expect("--details prints JSON");
+    let reply = cli_invoke_details(c, leader, "cpu", r#"{"n": 400}"#, true);
     check_cpu(&reply["result"], 400);
     let invocation = reply["invocation_id"]
         .as_str()
@@ -289,6 +277,27 @@ fn deploy(c: &ComposeCluster, name: &str, dir: &str, memory: &str, timeout_secs:
         ],
     )
     .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+}
+
+/// `ephemera invoke ct/NAME --input INPUT --details` through controller
+/// `via` (exporting its spans to the collector when `traced`); the reply it
+/// prints.
+fn cli_invoke_details(
+    c: &ComposeCluster,
+    via: u64,
+    name: &str,
+    input: &str,
+    traced: bool,
+) -> Value {
+    let function = format!("{TENANT}/{name}");
+    let args = ["invoke", &function, "--input", input, "--details"];
+    let out = if traced {
+        c.cli_traced(via, &args)
+    } else {
+        c.cli(via, &args)
+    };
+    let out = out.unwrap_or_else(|e| panic!("ephemera invoke {function}: {e}"));
+    serde_json::from_str(&out).expect("--details prints JSON")
 }
 
 fn request(name: &str, id: &str, input: Value) -> InvokeRequest {
@@ -493,24 +502,12 @@ async fn up_from_nothing(c: &ComposeCluster) -> String {
     deploy(c, "slow", &fixture("slow"), "64MiB", 10);
 
     // Through the CLI, once each.
-    let out = c
-        .cli(
-            2,
-            &[
-                "invoke",
-                &format!("{TENANT}/cpu"),
-                "--input",
-                r#"{"n": 1000}"#,
-                "--details",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("ephemera invoke cpu: {e}"));
-    let v: Value = serde_json::from_str(&out).expect("--details prints JSON");
+    let v = cli_invoke_details(c, 2, "cpu", r#"{"n": 1000}"#, false);
     check_cpu(&v["result"], 1000);
     let cli_node = v["node_id"].as_str().unwrap_or_default().to_string();
     assert!(
         AGENTS.contains(&cli_node.as_str()),
-        "node_id {cli_node:?} in {out}"
+        "node_id {cli_node:?} in {v}"
     );
     let out = c
         .cli(
