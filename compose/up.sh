@@ -12,7 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 project="${EPHEMERA_PROJECT:-ephemera}"   # also names containers and networks
 export EPHEMERA_PROJECT="$project"
-# The collector service when its image exists (build-images.sh builds it once the collector is real).
+# The collector service when its image exists (cargo xtask images builds it).
 compose_files=(-f docker-compose.yml)
 if [[ -n "$(docker images -q "ephemera/otel-collector:${EPHEMERA_TAG:-dev}" 2>/dev/null)" ]]; then
     compose_files+=(-f docker-compose.otel.yml)
@@ -28,10 +28,10 @@ log() { echo "up: $*" >&2; }
 command -v docker-compose >/dev/null || die "docker-compose (v1) not found"
 t0=$SECONDS
 if [[ "${EPHEMERA_NO_BUILD:-0}" != 1 ]]; then
-    "$here/build-images.sh" || die "building the images failed"
+    (cd "$here/.." && cargo xtask images) || die "building the images failed (cargo xtask images)"
 fi
 for img in "ephemera/ephemera:${EPHEMERA_TAG:-dev}" "ephemera/python:${EPHEMERA_TAG:-dev}"; do
-    docker image inspect "$img" >/dev/null 2>&1 || die "image $img is missing: run ./build-images.sh"
+    docker image inspect "$img" >/dev/null 2>&1 || die "image $img is missing: run cargo xtask images"
 done
 
 # Agent data dirs live at the same path on the host and in the containers.

@@ -1,34 +1,35 @@
-//! Helpers for Ephemera's cluster tests: find the built binaries, run
-//! controller processes on loopback ports, kill and restart them, and talk to
-//! them over gRPC. Every process started here is killed when its handle drops.
+//! Ephemera's cluster tests: the system as its users run it, as separate
+//! processes or containers, under faults. This crate holds the helpers the
+//! tests in `tests/` share; the tests are the point.
 //!
-//! - [`binary`]: the `ephemera` binary built by `cargo build`.
-//! - [`Controllers`]: a set of controller processes forming one Raft group.
-//! - [`compose`]: the docker-compose cluster (`compose/`), for fault tests.
+//! It owns: starting controller processes on loopback ports and killing and
+//! restarting them; the docker-compose cluster of `compose/` (images built
+//! once with `cargo xtask images`, a project and ports of its own, faults
+//! injected with `docker`, everything removed afterwards); waiting with
+//! deadlines. It does not build binaries (the tests run the workspace's
+//! `ephemera`, built by `cargo build --workspace`) nor define what the
+//! cluster does: the controllers, agents and images under test do.
+//!
+//! Layout:
+//! - [`controllers`]: [`Controllers`], controller processes forming one
+//!   Raft group; [`authed`] requests with [`ADMIN_TOKEN`].
+//! - [`compose`]: the docker-compose cluster, for fault tests.
+//! - here: [`binary`] (the built `ephemera`), [`free_ports`], and waiting
+//!   for a condition ([`wait_for`], [`wait_until`]).
+//!
+//! Tests (`tests/`): `raft_failover` and `membership` (controller
+//! processes), `agents` (agent processes), `compose` (the compose cluster
+//! under faults; `EPHEMERA_SKIP_COMPOSE=1` skips it).
 
 pub mod compose;
+pub mod controllers;
 
-use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ephemera_proto::v1::controller_client::ControllerClient;
-use ephemera_proto::v1::{DumpReply, DumpRequest};
-use tonic::transport::Channel;
-
-/// The admin token the test controllers are started with.
-pub const ADMIN_TOKEN: &str = "cluster-tests-admin-token";
-
-/// `msg` as a request carrying the admin token.
-pub fn authed<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    let value = format!("Bearer {ADMIN_TOKEN}")
-        .parse()
-        .expect("ascii token");
-    req.metadata_mut().insert("authorization", value);
-    req
-}
+pub use controllers::{authed, Controllers, ADMIN_TOKEN};
 
 /// The `ephemera` binary next to this test's target directory.
 pub fn binary(name: &str) -> PathBuf {
@@ -53,179 +54,33 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_until(what, timeout, || {
+        let attempt = f();
+        async move { attempt.await.ok_or("not yet") }
+    })
+    .await
+}
+
+/// Polls `f` every 50 ms until it returns `Ok`, or fails after `timeout`
+/// with the last `Err` it gave.
+pub async fn wait_until<T, E, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
 {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = f().await {
-            return v;
-        }
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}; last: {last}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Controller processes of one Raft group, on loopback.
-pub struct Controllers {
-    data: tempfile::TempDir,
-    /// Member id → `127.0.0.1:port`.
-    pub addrs: BTreeMap<u64, String>,
-    procs: BTreeMap<u64, Child>,
-    snapshot_logs: u64,
-    /// `--node-timeout-secs` of every controller started from now on.
-    pub node_timeout_secs: u64,
-}
-
-impl Controllers {
-    /// Starts `n` controllers bootstrapped as one group.
-    pub fn start(n: u64, snapshot_logs: u64) -> Controllers {
-        Self::start_with(n, snapshot_logs, 3600)
-    }
-
-    /// As [`Controllers::start`], marking silent agents down after `node_timeout_secs`.
-    pub fn start_with(n: u64, snapshot_logs: u64, node_timeout_secs: u64) -> Controllers {
-        let ports = free_ports(n as usize);
-        let addrs: BTreeMap<u64, String> = (1..=n)
-            .zip(ports)
-            .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
-            .collect();
-        let mut c = Controllers {
-            data: tempfile::tempdir().expect("tempdir"),
-            addrs,
-            procs: BTreeMap::new(),
-            snapshot_logs,
-            node_timeout_secs,
-        };
-        for id in 1..=n {
-            c.spawn(id);
-        }
-        c
-    }
-
-    /// Starts a new controller `id` that joins no cluster by itself (no
-    /// --bootstrap): it waits to be added with `AddMember`.
-    pub fn spawn_joining(&mut self, id: u64) {
-        let port = free_ports(1)[0];
-        self.addrs.insert(id, format!("127.0.0.1:{port}"));
-        self.spawn_with(id, false);
-    }
-
-    /// Starts (or restarts) member `id` on its data dir.
-    pub fn spawn(&mut self, id: u64) {
-        self.spawn_with(id, true);
-    }
-
-    fn spawn_with(&mut self, id: u64, bootstrap: bool) {
-        let members: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
-        let addr = &self.addrs[&id];
-        let child = Command::new(binary("ephemera"))
-            .args(["controller", "--id", &id.to_string(), "--listen", addr])
-            .arg("--data-dir")
-            .arg(self.data.path().join(format!("c{id}")))
-            .args(if bootstrap {
-                vec!["--bootstrap".to_string(), members.join(",")]
-            } else {
-                vec![]
-            })
-            .args(["--node-timeout-secs", &self.node_timeout_secs.to_string()])
-            .args(["--snapshot-logs", &self.snapshot_logs.to_string()])
-            // Replication errors to a killed peer are expected here.
-            .env("EPHEMERA_LOG", "warn,openraft=off")
-            .env("EPHEMERA_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ephemera controller");
-        self.procs.insert(id, child);
-    }
-
-    /// Sends `signal` to member `id` and reaps it.
-    pub fn signal(&mut self, id: u64, signal: i32) {
-        if let Some(mut child) = self.procs.remove(&id) {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, signal) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGKILLs member `id`.
-    pub fn kill(&mut self, id: u64) {
-        self.signal(id, libc::SIGKILL);
-    }
-
-    /// Member ids currently running.
-    pub fn running(&self) -> Vec<u64> {
-        self.procs.keys().copied().collect()
-    }
-
-    /// The endpoint URL of member `id`.
-    pub fn endpoint(&self, id: u64) -> String {
-        format!("http://{}", self.addrs[&id])
-    }
-
-    /// A client of member `id`.
-    pub async fn client(&self, id: u64) -> anyhow::Result<ControllerClient<Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(self.endpoint(id))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
-        Ok(ControllerClient::new(channel))
-    }
-
-    /// Member `id`'s applied state.
-    pub async fn dump(&self, id: u64) -> anyhow::Result<DumpReply> {
-        Ok(self
-            .client(id)
-            .await?
-            .dump(authed(DumpRequest {}))
-            .await?
-            .into_inner())
-    }
-
-    /// Waits until every running member has applied the same state; returns it.
-    pub async fn converged(&self) -> String {
-        wait_for("replicas to converge", Duration::from_secs(60), || async {
-            let mut states = Vec::new();
-            for id in self.running() {
-                states.push(self.dump(id).await.ok()?.state_json);
-            }
-            let first = states.first()?.clone();
-            states.iter().all(|s| *s == first).then_some(first)
-        })
-        .await
-    }
-
-    /// Waits until the running members agree on one leader; returns it.
-    pub async fn leader(&self, timeout: Duration) -> u64 {
-        wait_for("an agreed leader", timeout, || async {
-            let mut seen = Vec::new();
-            for id in self.running() {
-                seen.push(self.dump(id).await.ok()?.leader_id);
-            }
-            let first = *seen.first()?;
-            (first != 0 && self.procs.contains_key(&first) && seen.iter().all(|l| *l == first))
-                .then_some(first)
-        })
-        .await
-    }
-}
-
-impl Drop for Controllers {
-    fn drop(&mut self) {
-        for id in self.running() {
-            self.kill(id);
-        }
     }
 }

@@ -7,15 +7,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ephemera_cluster_tests::{authed, binary, free_ports, wait_for, Controllers, ADMIN_TOKEN};
-use ephemera_proto::v1::{InvokeRequest, PlaceRequest, StatusRequest};
+use ephemera_proto::v1::{InvokeRequest, PlaceRequest, StatusReply, StatusRequest};
 use serde_json::Value;
 
 struct Agent(Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child; SIGTERM lets it remove its cgroups.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        // SIGTERM lets it remove its cgroups.
+        let _ = ephemera_sys::process::kill(self.0.id() as i32, libc::SIGTERM);
         let _ = self.0.wait();
     }
 }
@@ -91,16 +91,6 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     );
 
     let mut client = controllers.client(1).await.unwrap();
-    type Client =
-        ephemera_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;
-    async fn status(mut c: Client) -> ephemera_proto::v1::StatusReply {
-        c.status(authed(StatusRequest {
-            tenant: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-    }
     wait_for("both agents up", Duration::from_secs(30), || {
         let c = client.clone();
         async move {
@@ -182,22 +172,7 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     );
 
     // After the timeout the node is down and its placements are released.
-    let s = wait_for(
-        "the dead agent to be marked down",
-        Duration::from_secs(30),
-        || {
-            let c = client.clone();
-            let victim = victim.clone();
-            async move {
-                let s = status(c).await;
-                s.nodes
-                    .iter()
-                    .any(|n| n.node_id == victim && !n.up)
-                    .then_some(s)
-            }
-        },
-    )
-    .await;
+    let s = wait_node(&client, &victim, false).await;
     let dead = s.nodes.iter().find(|n| n.node_id == victim).unwrap();
     assert_eq!(
         (dead.active_tasks, dead.n_alloc, dead.n_req),
@@ -229,22 +204,34 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     // The victim restarts on its data dir: it clears what its killed run left
     // (instance processes and cgroups) and rejoins.
     agents[index] = Some(agent(&victim, ports[index], &endpoint, data.path()));
-    wait_for(
-        "the restarted agent to rejoin",
-        Duration::from_secs(30),
-        || {
-            let c = client.clone();
-            let victim = victim.clone();
-            async move {
-                let s = status(c).await;
-                s.nodes
-                    .iter()
-                    .any(|n| n.node_id == victim && n.up)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    wait_node(&client, &victim, true).await;
+}
+
+type Client = ephemera_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;
+
+async fn status(mut c: Client) -> StatusReply {
+    c.status(authed(StatusRequest {
+        tenant: String::new(),
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Waits until the controller reports `node` up (or down); returns that status.
+async fn wait_node(client: &Client, node: &str, up: bool) -> StatusReply {
+    let what = format!("{node} marked {}", if up { "up" } else { "down" });
+    wait_for(&what, Duration::from_secs(30), || {
+        let c = client.clone();
+        async move {
+            let s = status(c).await;
+            s.nodes
+                .iter()
+                .any(|n| n.node_id == node && n.up == up)
+                .then_some(s)
+        }
+    })
+    .await
 }
 
 fn uuid_like() -> u128 {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use ephemera_cluster_tests::compose::{
     self, Client, ComposeCluster, ComposeOptions, AGENTS, CONTROLLERS,
 };
-use ephemera_cluster_tests::wait_for;
+use ephemera_cluster_tests::{wait_for, wait_until};
 use ephemera_proto::v1::{InvokeReply, InvokeRequest, PlaceRequest, ReleaseRequest};
 use ephemera_telemetry::INVOCATION_SPANS;
 use serde_json::{json, Value};
@@ -83,26 +83,21 @@ fn compose_cluster_under_faults() {
 
 async fn scenarios(c: &ComposeCluster) -> String {
     let mut report = String::new();
-    let t = Instant::now();
-    report += &up_from_nothing(c).await;
-    report += &format!("  (a took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &traces(c).await;
-    report += &format!("  (f took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &noop_latency(c).await;
-    report += &format!("  (e took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &leader_kills(c).await;
-    report += &format!("  (b took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &pause_and_partition(c).await;
-    report += &format!("  (c took {:.1?})\n", t.elapsed());
-    let t = Instant::now();
-    report += &agent_kill(c).await;
-    report += &format!("  (d took {:.1?})\n", t.elapsed());
+    report += &timed("a", up_from_nothing(c)).await;
+    report += &timed("f", traces(c)).await;
+    report += &timed("e", noop_latency(c)).await;
+    report += &timed("b", leader_kills(c)).await;
+    report += &timed("c", pause_and_partition(c)).await;
+    report += &timed("d", agent_kill(c)).await;
     report += &agents_marked_down(c);
     report
+}
+
+/// Section `name`'s report, followed by how long it took.
+async fn timed(name: &str, section: impl std::future::Future<Output = String>) -> String {
+    let t = Instant::now();
+    let report = section.await;
+    format!("{report}  ({name} took {:.1?})\n", t.elapsed())
 }
 
 /// How often the controllers marked an agent down (once is expected, in d;
@@ -145,31 +140,17 @@ async fn traces(c: &ComposeCluster) -> String {
         "the cluster has no OTLP collector (image ephemera/otel-collector missing)"
     );
     let leader = c.agreed_leader(&CONTROLLERS, Duration::from_secs(30)).await;
-    let out = c
-        .cli_traced(
-            leader,
-            &[
-                "invoke",
-                &format!("{TENANT}/cpu"),
-                "--input",
-                r#"{"n": 400}"#,
-                "--details",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("traced ephemera invoke: {e}"));
-    let reply: Value = serde_json::from_str(&out).expect("--details prints JSON");
+    let reply = cli_invoke_details(c, leader, "cpu", r#"{"n": 400}"#, true);
     check_cpu(&reply["result"], 400);
     let invocation = reply["invocation_id"]
         .as_str()
         .expect("invocation id")
         .to_string();
     let node = reply["node_id"].as_str().expect("node id").to_string();
-    let mut last = String::new();
-    let trace: Vec<Value> = wait_for_report(
+    let trace: Vec<Value> = wait_until(
         "the invocation's complete trace in the collector",
         Duration::from_secs(60),
-        &mut last,
-        || {
+        || async {
             let spans = c.collector_spans().ok_or("no collector")??;
             let trace_id = spans
                 .iter()
@@ -261,28 +242,6 @@ async fn traces(c: &ComposeCluster) -> String {
     )
 }
 
-/// Polls `f` every 200 ms until it returns `Ok`, or panics after `timeout`
-/// with the last `Err` it gave (kept in `last`).
-async fn wait_for_report<T>(
-    what: &str,
-    timeout: Duration,
-    last: &mut String,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) => *last = e,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 // ------------------------------------------------------------------ helpers
 
 fn fixture(name: &str) -> String {
@@ -318,6 +277,27 @@ fn deploy(c: &ComposeCluster, name: &str, dir: &str, memory: &str, timeout_secs:
         ],
     )
     .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+}
+
+/// `ephemera invoke ct/NAME --input INPUT --details` through controller
+/// `via` (exporting its spans to the collector when `traced`); the reply it
+/// prints.
+fn cli_invoke_details(
+    c: &ComposeCluster,
+    via: u64,
+    name: &str,
+    input: &str,
+    traced: bool,
+) -> Value {
+    let function = format!("{TENANT}/{name}");
+    let args = ["invoke", &function, "--input", input, "--details"];
+    let out = if traced {
+        c.cli_traced(via, &args)
+    } else {
+        c.cli(via, &args)
+    };
+    let out = out.unwrap_or_else(|e| panic!("ephemera invoke {function}: {e}"));
+    serde_json::from_str(&out).expect("--details prints JSON")
 }
 
 fn request(name: &str, id: &str, input: Value) -> InvokeRequest {
@@ -522,24 +502,12 @@ async fn up_from_nothing(c: &ComposeCluster) -> String {
     deploy(c, "slow", &fixture("slow"), "64MiB", 10);
 
     // Through the CLI, once each.
-    let out = c
-        .cli(
-            2,
-            &[
-                "invoke",
-                &format!("{TENANT}/cpu"),
-                "--input",
-                r#"{"n": 1000}"#,
-                "--details",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("ephemera invoke cpu: {e}"));
-    let v: Value = serde_json::from_str(&out).expect("--details prints JSON");
+    let v = cli_invoke_details(c, 2, "cpu", r#"{"n": 1000}"#, false);
     check_cpu(&v["result"], 1000);
     let cli_node = v["node_id"].as_str().unwrap_or_default().to_string();
     assert!(
         AGENTS.contains(&cli_node.as_str()),
-        "node_id {cli_node:?} in {out}"
+        "node_id {cli_node:?} in {v}"
     );
     let out = c
         .cli(

@@ -27,11 +27,7 @@ fn cli(endpoint: &str, args: &[&str]) -> String {
 async fn add_a_controller_then_remove_the_leader() {
     let mut cluster = Controllers::start(3, 100);
     let leader = cluster.leader(Duration::from_secs(30)).await;
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     let spec = FunctionSpec {
         tenant: "acme".into(),
         name: "f".into(),

@@ -62,16 +62,42 @@ async fn setup(cluster: &Controllers, via: u64) {
         .unwrap();
 }
 
+/// What the churning clients were acknowledged, shared between them.
+#[derive(Clone, Default)]
+struct Acked {
+    /// Invocation id → the node it was placed on.
+    placed: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Invocation ids whose release was acknowledged.
+    released: Arc<Mutex<BTreeSet<String>>>,
+    /// Acknowledged commands (placements and releases).
+    acks: Arc<AtomicUsize>,
+}
+
+impl Acked {
+    /// Starts `clients` concurrent [`churn`]s of `each` ids through `endpoints`.
+    fn churn(
+        &self,
+        endpoints: &Arc<Mutex<Vec<String>>>,
+        clients: usize,
+        each: usize,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..clients)
+            .map(|w| tokio::spawn(churn(endpoints.clone(), w, each, self.clone())))
+            .collect()
+    }
+
+    /// The placements and releases acknowledged so far.
+    fn snapshot(&self) -> (BTreeMap<String, String>, BTreeSet<String>) {
+        (
+            self.placed.lock().unwrap().clone(),
+            self.released.lock().unwrap().clone(),
+        )
+    }
+}
+
 /// Places (and, for two ids in three, releases) until acknowledged, trying
 /// the members in turn; retries reuse the id, which Raft applies once.
-async fn churn(
-    cluster: Arc<Mutex<Vec<String>>>,
-    worker: usize,
-    count: usize,
-    placed: Arc<Mutex<BTreeMap<String, String>>>,
-    released: Arc<Mutex<BTreeSet<String>>>,
-    acks: Arc<AtomicUsize>,
-) {
+async fn churn(cluster: Arc<Mutex<Vec<String>>>, worker: usize, count: usize, acked: Acked) {
     let mut turn = worker;
     let mut clients: BTreeMap<
         String,
@@ -134,7 +160,11 @@ async fn churn(
                 };
                 match result {
                     Ok(Some(node)) => {
-                        let prev = placed.lock().unwrap().insert(id.clone(), node.clone());
+                        let prev = acked
+                            .placed
+                            .lock()
+                            .unwrap()
+                            .insert(id.clone(), node.clone());
                         assert!(
                             prev.is_none() || prev == Some(node),
                             "{id} placed on two nodes"
@@ -142,7 +172,7 @@ async fn churn(
                         break;
                     }
                     Ok(None) => {
-                        released.lock().unwrap().insert(id.clone());
+                        acked.released.lock().unwrap().insert(id.clone());
                         break;
                     }
                     Err(status) => {
@@ -163,7 +193,7 @@ async fn churn(
                     }
                 }
             }
-            acks.fetch_add(1, Ordering::Relaxed);
+            acked.acks.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -220,11 +250,7 @@ fn check_replica(
 async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
     let mut cluster = Controllers::start(3, 10_000);
     let leader = cluster.leader(Duration::from_secs(30)).await;
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     setup(&cluster, follower).await;
 
     let endpoints = Arc::new(Mutex::new(
@@ -234,27 +260,14 @@ async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
             .map(|id| cluster.endpoint(*id))
             .collect::<Vec<_>>(),
     ));
-    let placed = Arc::new(Mutex::new(BTreeMap::new()));
-    let released = Arc::new(Mutex::new(BTreeSet::new()));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..6)
-        .map(|w| {
-            tokio::spawn(churn(
-                endpoints.clone(),
-                w,
-                450,
-                placed.clone(),
-                released.clone(),
-                acks.clone(),
-            ))
-        })
-        .collect();
+    let acked = Acked::default();
+    let workers = acked.churn(&endpoints, 6, 450);
 
     // Kill the leader mid-stream.
     wait_for(
         "1,500 acknowledged commands",
         Duration::from_secs(120),
-        || async { (acks.load(Ordering::Relaxed) >= 1500).then_some(()) },
+        || async { (acked.acks.load(Ordering::Relaxed) >= 1500).then_some(()) },
     )
     .await;
     let killed_at = Instant::now();
@@ -267,8 +280,7 @@ async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
     for w in workers {
         w.await.expect("client worker");
     }
-    let placed = placed.lock().unwrap().clone();
-    let released = released.lock().unwrap().clone();
+    let (placed, released) = acked.snapshot();
     assert_eq!(placed.len(), 6 * 450);
     let state = cluster.converged().await;
     for id in cluster.running() {
@@ -282,13 +294,7 @@ async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
     assert_eq!(caught_up, state);
 
     // All three restart: identical state.
-    for id in cluster.running() {
-        cluster.signal(id, libc::SIGTERM);
-    }
-    for id in [1, 2, 3] {
-        cluster.spawn(id);
-    }
-    cluster.leader(Duration::from_secs(30)).await;
+    cluster.restart(&[1, 2, 3]).await;
     let restarted = cluster.converged().await;
     assert_eq!(restarted, state, "state after restarting all three");
     let s: Value = serde_json::from_str(&restarted).unwrap();
@@ -300,29 +306,12 @@ async fn lagging_follower_catches_up_by_snapshot_and_restart_after_purge_keeps_s
     let mut cluster = Controllers::start(3, 200);
     let leader = cluster.leader(Duration::from_secs(30)).await;
     setup(&cluster, leader).await;
-    let lagging = cluster
-        .running()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
+    let lagging = cluster.follower_of(leader);
     cluster.kill(lagging);
 
     let endpoints = Arc::new(Mutex::new(vec![cluster.endpoint(leader)]));
-    let placed = Arc::new(Mutex::new(BTreeMap::new()));
-    let released = Arc::new(Mutex::new(BTreeSet::new()));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            tokio::spawn(churn(
-                endpoints.clone(),
-                w,
-                300,
-                placed.clone(),
-                released.clone(),
-                acks.clone(),
-            ))
-        })
-        .collect();
+    let acked = Acked::default();
+    let workers = acked.churn(&endpoints, 4, 300);
     for w in workers {
         w.await.expect("client worker");
     }
@@ -344,18 +333,11 @@ async fn lagging_follower_catches_up_by_snapshot_and_restart_after_purge_keeps_s
         "the lagging follower must have installed a snapshot covering the purged log (snapshot {} < purged {purged})",
         d.snapshot_index
     );
-    let placed = placed.lock().unwrap().clone();
-    let released = released.lock().unwrap().clone();
+    let (placed, released) = acked.snapshot();
     let s: Value = serde_json::from_str(&state).unwrap();
     check_replica(lagging, &s, &placed, &released);
 
-    for id in cluster.running() {
-        cluster.signal(id, libc::SIGTERM);
-    }
-    for id in [1, 2, 3] {
-        cluster.spawn(id);
-    }
-    cluster.leader(Duration::from_secs(30)).await;
+    cluster.restart(&[1, 2, 3]).await;
     assert_eq!(
         cluster.converged().await,
         state,

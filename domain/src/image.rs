@@ -18,3 +18,9 @@ pub const HOST_ROOTFS_IMAGE: &str = "ephemera/host-rootfs:latest";
 pub const EPHEMERA_IMAGE_REPO: &str = "ephemera/ephemera";
 /// Repository of the Python instance image.
 pub const PYTHON_IMAGE_REPO: &str = "ephemera/python";
+/// Repository of the OTLP collector's image (`ephemera-collector`).
+pub const COLLECTOR_IMAGE_REPO: &str = "ephemera/otel-collector";
+/// Environment variable naming the proxy binary (set in the instance image).
+pub const PROXY_ENV: &str = "EPHEMERA_PROXY_BIN";
+/// Environment variable naming the intercept library (set in the instance image).
+pub const INTERCEPT_ENV: &str = "EPHEMERA_INTERCEPT_LIB";
