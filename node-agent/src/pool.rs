@@ -41,28 +41,29 @@ pub struct Member {
     pub profile: Option<Profile>,
 }
 
-/// The pool's view of one instance.
+/// The pool's view of one instance. Private: only the pool's own rules
+/// change it, so the invariant is checked in one place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+struct Entry {
     /// Function name.
-    pub function: String,
+    function: String,
     /// Workflow, empty for none.
-    pub workflow: String,
+    workflow: String,
     /// T_lim: the limit it was started with.
-    pub initial: u64,
+    initial: u64,
     /// T_current_lim.
-    pub current: u64,
+    current: u64,
     /// Padded profile need (1.1·U + 1.1·F), `None` when unmeasured.
-    pub need: Option<u64>,
+    need: Option<u64>,
     /// An invocation is queued or running.
-    pub busy: bool,
+    busy: bool,
     /// False after a safeguard: it lends no more.
-    pub harvestable: bool,
+    harvestable: bool,
 }
 
 /// Where an entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+enum Class {
     /// Has memory to spare.
     Harvest,
     /// Needs more than its limit.
@@ -73,7 +74,7 @@ pub enum Class {
 
 impl Entry {
     /// Its class (thesis thresholds 0.9 and 1.0).
-    pub fn class(&self) -> Class {
+    fn class(&self) -> Class {
         match self.need {
             None => Class::SelfSufficient,
             Some(n) if (n as u128) * 10 < (self.initial as u128) * 9 => Class::Harvest,
@@ -81,17 +82,23 @@ impl Entry {
             Some(_) => Class::SelfSufficient,
         }
     }
+
+    /// A running harvest-pool instance not stopped by a safeguard: the only
+    /// kind that lends.
+    fn may_lend(&self) -> bool {
+        self.busy && self.harvestable && self.class() == Class::Harvest
+    }
 }
 
 /// Bytes moved from `lender` to `borrower`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Loan {
+struct Loan {
     /// Who gave.
-    pub lender: String,
+    lender: String,
     /// Who received.
-    pub borrower: String,
+    borrower: String,
     /// How much.
-    pub bytes: u64,
+    bytes: u64,
 }
 
 /// A limit the actor must apply.
@@ -103,15 +110,16 @@ pub struct Change {
     pub limit: u64,
 }
 
-/// One tenant's pool on this node.
+/// One tenant's pool on this node. Its fields are private: every change
+/// goes through an event method, which keeps Σ current = Σ initial.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
     /// Entries by instance id.
-    pub entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<String, Entry>,
     /// Every open loan.
-    pub loans: Vec<Loan>,
+    loans: Vec<Loan>,
     /// Which instances may share.
-    pub scope: SharingScope,
+    scope: SharingScope,
 }
 
 /// Current usage of an instance, if the caller knows it.
@@ -229,6 +237,65 @@ impl Pool {
             .sum()
     }
 
+    /// Bytes on loan between the tenant's instances.
+    pub fn loaned(&self) -> u64 {
+        self.loans.iter().map(|l| l.bytes).sum()
+    }
+
+    /// Open loans.
+    pub fn loan_count(&self) -> usize {
+        self.loans.len()
+    }
+
+    /// Instances in the pool.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no instance is in the pool.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `id` is in the pool (it started and was not terminated).
+    pub fn contains(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// T_current_lim of `id`: the limit the actor must apply.
+    pub fn limit(&self, id: &str) -> Option<u64> {
+        self.entries.get(id).map(|e| e.current)
+    }
+
+    /// Whether a safeguard on `id` would change anything: it may still lend,
+    /// or it has lent.
+    pub fn lends_or_may_lend(&self, id: &str) -> bool {
+        self.entries
+            .get(id)
+            .is_some_and(|e| e.harvestable || self.lent(id) > 0)
+    }
+
+    /// The instances whose usage a decision about `subject` reads: `subject`
+    /// itself and every instance that may lend (usage bounds a lender's
+    /// surplus). The actor reads only these cgroups, not every instance's.
+    pub fn usage_wanted<'a>(&'a self, subject: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(id, e)| id.as_str() == subject || e.may_lend())
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Terminates every instance (rolling every loan back) and shares within
+    /// `scope` from now on: a restarted agent's view of a ledger whose
+    /// instances died with the previous run.
+    pub fn restart(&mut self, scope: SharingScope) {
+        let ids: Vec<String> = self.entries.keys().cloned().collect();
+        for id in &ids {
+            self.terminate(id, &|_| None);
+        }
+        self.scope = scope;
+    }
+
     fn tracked(&mut self, f: impl FnOnce(&mut Pool)) -> Vec<Change> {
         // Snapshot without allocating keys: entries keep their order unless
         // one is removed, which only `terminate` does (slow path).
@@ -272,7 +339,7 @@ impl Pool {
         let Some(e) = self.entries.get(id) else {
             return 0;
         };
-        if !e.busy || !e.harvestable || e.class() != Class::Harvest {
+        if !e.may_lend() {
             return 0;
         }
         let need = e.need.unwrap_or(e.initial);
@@ -430,8 +497,7 @@ pub fn decision_time(instances: usize, rounds: usize) -> std::time::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use ephemera_sys::rng::Rng;
 
     const MB: u64 = 1 << 20;
 
@@ -498,6 +564,33 @@ mod tests {
     }
 
     #[test]
+    fn the_actor_reads_only_lenders_usage_and_a_restart_rolls_everything_back() {
+        let mut p = Pool::new(SharingScope::Tenant);
+        p.init("cpu", member("cpu", 300 * MB, 10 * MB, 0));
+        p.init("io", member("io", 150 * MB, 10 * MB, 240 * MB));
+        let wanted = |p: &Pool, id: &str| p.usage_wanted(id).map(String::from).collect::<Vec<_>>();
+        assert_eq!(wanted(&p, "io"), ["io"], "nobody may lend yet");
+        p.invoke("cpu", &no_usage);
+        assert_eq!(wanted(&p, "io"), ["cpu", "io"]);
+        p.invoke("io", &no_usage);
+        assert_eq!(p.loaned(), pad(10 * MB) + pad(240 * MB) - 150 * MB);
+        assert_eq!(p.limit("io"), Some(pad(10 * MB) + pad(240 * MB)));
+        assert!(p.lends_or_may_lend("cpu"));
+        p.safeguard("cpu", &no_usage);
+        assert!(!p.lends_or_may_lend("cpu"), "safeguarded and paid back");
+        p.invoke("cpu", &no_usage);
+        assert_eq!(
+            wanted(&p, "io"),
+            ["io"],
+            "a safeguarded instance lends no more"
+        );
+        let mut restarted = p.clone();
+        restarted.restart(SharingScope::None);
+        assert!(restarted.is_empty() && restarted.loan_count() == 0);
+        assert_eq!(restarted, Pool::new(SharingScope::None));
+    }
+
+    #[test]
     fn decision_time_is_measured() {
         for n in [1, 10] {
             let t = decision_time(n, 2000);
@@ -530,39 +623,39 @@ mod tests {
     #[test]
     fn property_random_events_keep_every_tenant_whole() {
         for seed in 0..300u64 {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let scope = [
+            let mut rng = Rng::new(seed);
+            let scope = rng.pick(&[
                 SharingScope::Tenant,
                 SharingScope::Function,
                 SharingScope::Workflow,
                 SharingScope::None,
-            ][rng.gen_range(0..4)];
+            ]);
             let mut pools: Vec<Pool> = (0..3).map(|_| Pool::new(scope)).collect();
             let mut next = 0u32;
             for _step in 0..200 {
-                let t = rng.gen_range(0..pools.len());
+                let t = rng.below(pools.len() as u64) as usize;
                 let pool = &mut pools[t];
                 let ids: Vec<String> = pool.entries.keys().cloned().collect();
-                let pick = |rng: &mut StdRng| ids.get(rng.gen_range(0..ids.len().max(1))).cloned();
-                let usage_seed: u64 = rng.gen();
+                let pick = |rng: &mut Rng| ids.get(rng.below(ids.len() as u64) as usize).cloned();
+                let usage_seed = rng.next_u64();
                 let usage = move |id: &str| {
                     let h = id
                         .bytes()
                         .fold(usage_seed, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
                     (h % 3 == 0).then_some((h % 200) * MB)
                 };
-                match rng.gen_range(0..10) {
+                match rng.below(10) {
                     0 | 1 => {
                         next += 1;
                         let id = format!("t{t}-i{next}");
-                        let f = rng.gen_range(0..3);
+                        let f = rng.below(3);
                         let m = Member {
                             function: format!("f{f}"),
                             workflow: if f < 2 { "w".into() } else { String::new() },
-                            initial: rng.gen_range(16..512) * MB,
-                            profile: rng.gen_bool(0.8).then(|| Profile {
-                                u_max: rng.gen_range(0..256) * MB,
-                                f_max: rng.gen_range(0..512) * MB,
+                            initial: (16 + rng.below(496)) * MB,
+                            profile: rng.chance(80).then(|| Profile {
+                                u_max: rng.below(256) * MB,
+                                f_max: rng.below(512) * MB,
                             }),
                         };
                         pool.init(&id, m);

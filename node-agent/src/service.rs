@@ -591,20 +591,16 @@ fn restore_ledgers(dir: &std::path::Path, scope: SharingScope) {
     for (tenant, ledger) in Ledger::all(dir) {
         match ledger.load() {
             Ok(Some(mut pool)) => {
-                let before = pool.total_initial();
-                let loans = pool.loans.len();
-                let ids: Vec<String> = pool.entries.keys().cloned().collect();
-                for id in &ids {
-                    pool.terminate(id, &|_| None);
-                }
+                let (instances, loans, bytes) =
+                    (pool.len(), pool.loan_count(), pool.total_initial());
+                pool.restart(scope);
                 tracing::info!(
                     tenant = %tenant,
-                    instances = ids.len(),
+                    instances,
                     loans,
-                    bytes = before,
+                    bytes,
                     "restored ledger of a previous run: its instances are gone, every loan rolled back"
                 );
-                pool.scope = scope;
                 if let Err(e) = ledger.save(&pool) {
                     tracing::warn!("{e}");
                 }

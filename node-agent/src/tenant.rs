@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::config::SharingScope;
 use crate::ledger::Ledger;
-use crate::pool::{Class, Member, Pool, Profile};
+use crate::pool::{Member, Pool, Profile};
 use crate::runtime::{Activation, Instance, InstanceSpec, Limits, RunError, Runtime, RuntimeError};
 
 /// Default per-invocation timeout when the function has none.
@@ -521,7 +521,7 @@ impl TenantActor {
         let Some(slot) = self.instances.remove(id) else {
             return;
         };
-        if self.pool.entries.contains_key(id) {
+        if self.pool.contains(id) {
             self.memory_event(Event::Terminate(id.to_string())).await;
         }
         for job in leftover {
@@ -551,12 +551,7 @@ impl TenantActor {
             }
         }
         for id in alerts {
-            if self
-                .pool
-                .entries
-                .get(&id)
-                .is_some_and(|e| e.harvestable || self.pool.lent(&id) > 0)
-            {
+            if self.pool.lends_or_may_lend(&id) {
                 tracing::warn!(tenant = %self.config.tenant, instance = %id, "safeguard: rolling back its loans");
                 self.memory_event(Event::Safeguard(id)).await;
             }
@@ -593,12 +588,9 @@ impl TenantActor {
     fn record_loans(&self, span: &tracing::Span, id: &str) {
         span.record("lent", self.pool.lent(id));
         span.record("borrowed", self.pool.borrowed(id));
-        span.record(
-            "tenant_loaned",
-            self.pool.loans.iter().map(|l| l.bytes).sum::<u64>(),
-        );
-        if let Some(e) = self.pool.entries.get(id) {
-            span.record("limit", e.current);
+        span.record("tenant_loaned", self.pool.loaned());
+        if let Some(limit) = self.pool.limit(id) {
+            span.record("limit", limit);
         }
     }
 
@@ -614,12 +606,8 @@ impl TenantActor {
         };
         let usage: BTreeMap<String, u64> = self
             .pool
-            .entries
-            .iter()
-            .filter(|(id, e)| {
-                **id == subject || (e.busy && e.harvestable && e.class() == Class::Harvest)
-            })
-            .filter_map(|(id, _)| self.usage_of(id).map(|u| (id.clone(), u)))
+            .usage_wanted(&subject)
+            .filter_map(|id| self.usage_of(id).map(|u| (id.to_string(), u)))
             .collect();
         let usage = |id: &str| usage.get(id).copied();
         let t0 = Instant::now();
@@ -671,9 +659,8 @@ impl TenantActor {
             .iter()
             .filter_map(|(id, slot)| {
                 let st = slot.started.as_ref()?;
-                let e = self.pool.entries.get(id)?;
-                (e.current != st.applied)
-                    .then(|| (id.clone(), st.limits.clone(), st.applied, e.current))
+                let target = self.pool.limit(id)?;
+                (target != st.applied).then(|| (id.clone(), st.limits.clone(), st.applied, target))
             })
             .collect();
         let mut refused = Vec::new();
@@ -692,7 +679,7 @@ impl TenantActor {
         let applied: u64 = self
             .instances
             .iter()
-            .filter(|(id, _)| self.pool.entries.contains_key(*id))
+            .filter(|(id, _)| self.pool.contains(id))
             .filter_map(|(_, s)| s.started.as_ref().map(|st| st.applied))
             .sum();
         let mut budget = self.pool.total_initial().saturating_sub(applied);
@@ -736,12 +723,7 @@ impl TenantActor {
                 node_id: self.config.node_id.clone(),
                 tenant: self.config.tenant.clone(),
                 function: s.function.name.clone(),
-                limit_bytes: self
-                    .pool
-                    .entries
-                    .get(id)
-                    .map(|e| e.current)
-                    .unwrap_or(s.initial),
+                limit_bytes: self.pool.limit(id).unwrap_or(s.initial),
                 initial_limit_bytes: s.initial,
                 launcher_pid: s.started.as_ref().map(|st| st.launcher_pid).unwrap_or(0),
                 invocations: s.invocations,
