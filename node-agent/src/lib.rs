@@ -20,6 +20,7 @@
 //! - `launcher/ephemera-python`: the Python action-loop launcher, embedded.
 //! - [`bench`]: issue 5's benchmarks ([`bench::sharing_mix`]).
 
+pub mod agent;
 pub mod bench;
 pub mod code_cache;
 pub mod config;
@@ -31,5 +32,6 @@ pub mod runtime;
 pub mod service;
 pub mod tenant;
 
+pub use agent::run;
 pub use config::{AgentConfig, RuntimeKind, SharingScope};
-pub use service::{run, AgentService};
+pub use service::AgentService;

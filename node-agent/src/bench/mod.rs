@@ -49,10 +49,11 @@ use ephemera_proto::v1::{
 };
 use serde::Serialize;
 
+use crate::agent::EPHEMERA_PYTHON;
 use crate::config::SharingScope;
 use crate::pool;
 use crate::runtime::process::{ProcessOptions, ProcessRuntime};
-use crate::service::{AgentService, ServiceParts, EPHEMERA_PYTHON};
+use crate::service::{AgentService, ServiceParts};
 use ephemera_sys::Driver;
 
 const MIB: u64 = 1 << 20;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ephemera_domain::code;
+use ephemera_domain::{code, Reason};
 use ephemera_node_agent::AgentConfig;
 use ephemera_proto::v1::agent_client::AgentClient;
 use ephemera_proto::v1::{CodeFile, FunctionSpec, RunReply, RunRequest};
@@ -182,7 +182,8 @@ pub fn function(tenant: &str, name: &str, cmd: &str, digest: &str, memory: u64) 
     }
 }
 
-/// Runs once; on "code missing" retries with the code, as the controller does.
+/// Runs once; when the agent lacks the code, retries with it, as the
+/// controller does.
 pub async fn invoke(
     client: &mut AgentClient<Channel>,
     f: &FunctionSpec,
@@ -196,10 +197,7 @@ pub async fn invoke(
         code: vec![],
     };
     match client.run(req.clone()).await {
-        Err(s)
-            if s.code() == tonic::Code::FailedPrecondition
-                && s.message().starts_with("code missing") =>
-        {
+        Err(s) if Reason::of(&s) == Some(Reason::CodeMissing) => {
             req.code = code.to_vec();
             client.run(req).await.map(|r| r.into_inner())
         }
