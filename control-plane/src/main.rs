@@ -385,10 +385,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// The node-agent benches' options, with the proxy and the intercept
 /// library found next to this binary.
-fn mix_options(bench: &str) -> anyhow::Result<ephemera_node_agent::bench::MixOptions> {
+fn mix_options(bench: &str) -> anyhow::Result<ephemera_bench::MixOptions> {
     let lib = artifacts::intercept_lib()
         .with_context(|| format!("{bench} needs libephemera_intercept.so next to this binary"))?;
-    Ok(ephemera_node_agent::bench::MixOptions::new(
+    Ok(ephemera_bench::MixOptions::new(
         artifacts::proxy_bin()?,
         lib,
     ))
@@ -650,14 +650,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 opts.io_file_mib = io_file_mib;
                 opts.repetitions = repetitions.max(1);
                 opts.cpu_ab_rounds = cpu_ab_rounds;
-                let report = ephemera_node_agent::bench::sharing_mix(opts).await?;
+                let report = ephemera_bench::sharing_mix(opts).await?;
                 print_report(&report, json)
             }
             BenchCmd::Cpu { rounds, ms, json } => {
                 let mut opts = mix_options("bench cpu")?;
                 opts.cpu_ab_rounds = rounds;
                 opts.cpu_ab_ms = ms;
-                let report = ephemera_node_agent::bench::cpu_interleaved(opts).await?;
+                let report = ephemera_bench::cpu_interleaved(opts).await?;
                 print_report(&report, json)
             }
             BenchCmd::Tier { args } => {

@@ -18,10 +18,8 @@
 //! - [`runtime`]: the container runtime trait, the process runtime and cgroups.
 //! - [`proxy`]: the in-instance proxy (`ephemera-proxy`) and its protocol.
 //! - `launcher/ephemera-python`: the Python action-loop launcher, embedded.
-//! - [`bench`]: issue 5's benchmarks ([`bench::sharing_mix`]).
 
 pub mod agent;
-pub mod bench;
 pub mod code_cache;
 pub mod config;
 pub mod ledger;
