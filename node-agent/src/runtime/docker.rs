@@ -51,12 +51,12 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use ephemera_control_block::{ControlBlock, Counters};
 use ephemera_domain::image;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
 
+use super::limits::{ApplyLimit, InstanceLimits};
 use super::process::{cleanup, prepare_dir, proxy_args, run_activation, ProcessOptions};
 use super::{Activation, Instance, InstanceSpec, Limits, Output, RunError, Runtime, RuntimeError};
 use crate::proxy::client::ProxyClient;
@@ -203,12 +203,11 @@ impl DockerRuntime {
                 return Err(e);
             }
         };
-        let limits = Arc::new(DockerLimits {
+        let engine = EngineUpdate {
             docker: self.docker.clone(),
             container: name.clone(),
-            control,
-            cgroup,
-        });
+        };
+        let limits = Arc::new(InstanceLimits::new(control, cgroup, engine));
         Ok(Box::new(DockerInstance {
             id: spec.instance_id.clone(),
             name,
@@ -417,14 +416,10 @@ struct DockerInstance {
     /// The instance directory.
     dir: PathBuf,
     /// Limits and control block.
-    limits: Arc<DockerLimits>,
+    limits: Arc<InstanceLimits<EngineUpdate>>,
 }
 
 impl Instance for DockerInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
     fn launcher_pid(&self) -> u32 {
         self.launcher_pid
     }
@@ -436,22 +431,10 @@ impl Instance for DockerInstance {
     fn run(&mut self, activation: Activation) -> BoxFuture<'_, Result<Output, RunError>> {
         async move {
             match run_activation(&mut self.client, activation).await {
-                Err(RunError::Exited {
-                    status,
-                    stderr_tail,
-                    idle,
-                }) if self.runtime.oom_killed(&self.name).await
-                    || self
-                        .limits
-                        .cgroup
-                        .as_ref()
-                        .is_some_and(|c| c.oom_kills() > 0) =>
+                Err(e @ RunError::Exited { .. })
+                    if self.runtime.oom_killed(&self.name).await || self.limits.oom_killed() =>
                 {
-                    Err(RunError::Exited {
-                        status: format!("{status} (OOM-killed: it exceeded its memory limit)"),
-                        stderr_tail,
-                        idle,
-                    })
+                    Err(e.oom_killed())
                 }
                 other => other,
             }
@@ -478,23 +461,26 @@ impl Instance for DockerInstance {
     }
 }
 
-/// Limits of a container: `update_container` plus the control block.
+/// The docker runtime resizes a container through the engine
+/// (`update_container`, `memory == memory_swap`).
 #[derive(Debug)]
-struct DockerLimits {
+struct EngineUpdate {
     /// The engine.
     docker: Docker,
     /// Container name.
     container: String,
-    /// The control block.
-    control: ControlBlock,
-    /// The container's memory cgroup, read for usage.
-    cgroup: Option<Cgroup>,
 }
 
-impl Limits for DockerLimits {
-    fn set_limit(&self, bytes: u64) -> BoxFuture<'_, Result<(), RuntimeError>> {
+impl ApplyLimit for EngineUpdate {
+    fn apply<'a>(
+        &'a self,
+        cgroup: Option<&'a Cgroup>,
+        bytes: u64,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         async move {
-            if let Some(usage) = self.usage() {
+            // The engine would shrink below usage and let the kernel
+            // OOM-kill: refuse it here, as the cgroup file (v1) does.
+            if let Some(usage) = cgroup.and_then(Cgroup::usage) {
                 if bytes < usage {
                     return Err(RuntimeError::Cgroup(
                         ephemera_sys::CgroupError::BelowUsage {
@@ -517,30 +503,8 @@ impl Limits for DockerLimits {
                 .map_err(docker_err(format!(
                     "updating the memory limit of {} to {bytes}",
                     self.container
-                )))?;
-            self.control.set_limit(bytes);
-            Ok(())
+                )))
         }
         .boxed()
-    }
-
-    fn announce_limit(&self, bytes: u64) {
-        self.control.set_limit(bytes);
-    }
-
-    fn usage(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::usage)
-    }
-
-    fn max_usage(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::max_usage)
-    }
-
-    fn counters(&self) -> Counters {
-        self.control.counters()
-    }
-
-    fn take_safeguard(&self) -> bool {
-        self.control.take_safeguard()
     }
 }
