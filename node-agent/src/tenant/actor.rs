@@ -404,12 +404,7 @@ mod tests {
         let f = spec("echo", 64 * MIB, 1, 1);
         let mut pids = Vec::new();
         for n in 0..10 {
-            let out = h
-                .invoke(
-                    f.clone(),
-                    "/nowhere".into(),
-                    activation(serde_json::json!({ "n": n })),
-                )
+            let out = run(&h, &f, serde_json::json!({ "n": n }))
                 .await
                 .expect("run");
             assert_eq!(out.result["echo"]["n"], n);

@@ -305,4 +305,46 @@ mod testing {
     pub(super) fn limit_of(st: &[InstanceStatus], f: &str) -> Option<u64> {
         st.iter().find(|s| s.function == f).map(|s| s.limit_bytes)
     }
+
+    /// The issue-5 pair: `cpu` (300 MiB, needs 10: a lender) and `io`
+    /// (150 MiB, needs 10 + 240: a borrower).
+    pub(super) fn cpu_and_io() -> (FunctionSpec, FunctionSpec) {
+        (
+            spec("cpu", 300 * MIB, 10 * MIB, 0),
+            spec("io", 150 * MIB, 10 * MIB, 240 * MIB),
+        )
+    }
+
+    /// Both instances of [`cpu_and_io`] are back at their initial limits.
+    pub(super) fn limits_back(st: &[InstanceStatus]) -> bool {
+        limit_of(st, "io") == Some(150 * MIB) && limit_of(st, "cpu") == Some(300 * MIB)
+    }
+
+    /// Runs `f` with `input` (the fake runtime echoes it) and waits.
+    pub(super) async fn run(
+        h: &TenantHandle,
+        f: &FunctionSpec,
+        input: serde_json::Value,
+    ) -> Result<RunOutcome, TenantError> {
+        h.invoke(f.clone(), "/x".into(), activation(input)).await
+    }
+
+    /// Runs `f` with `input` in the background.
+    pub(super) fn spawn_run(
+        h: &TenantHandle,
+        f: &FunctionSpec,
+        input: serde_json::Value,
+    ) -> tokio::task::JoinHandle<Result<RunOutcome, TenantError>> {
+        let (h, f) = (h.clone(), f.clone());
+        tokio::spawn(async move { run(&h, &f, input).await })
+    }
+
+    /// Waits until an instance of `function` is busy.
+    pub(super) async fn wait_busy(h: &TenantHandle, function: &str) {
+        wait_status(h, &format!("{function} busy"), |st| {
+            st.iter()
+                .any(|s| s.function == function && s.state == "busy")
+        })
+        .await
+    }
 }

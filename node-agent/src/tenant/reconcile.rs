@@ -180,45 +180,20 @@ impl TenantActor {
 mod tests {
     use super::super::testing::*;
     use crate::runtime::fake::FakeRuntime;
+    use serde_json::json;
 
     #[tokio::test]
     async fn io_instance_borrows_from_running_cpu_instance_and_returns_it() {
         let rt = FakeRuntime::default();
         let h = actor(&rt);
-        let cpu = spec("cpu", 300 * MIB, 10 * MIB, 0);
-        let io = spec("io", 150 * MIB, 10 * MIB, 240 * MIB);
+        let (cpu, io) = cpu_and_io();
         // Start both instances once so they are warm.
-        h.invoke(cpu.clone(), "/x".into(), activation(serde_json::json!({})))
-            .await
-            .unwrap();
-        h.invoke(io.clone(), "/x".into(), activation(serde_json::json!({})))
-            .await
-            .unwrap();
+        run(&h, &cpu, json!({})).await.unwrap();
+        run(&h, &io, json!({})).await.unwrap();
 
-        let h2 = h.clone();
-        let c2 = cpu.clone();
-        let cpu_run = tokio::spawn(async move {
-            h2.invoke(
-                c2,
-                "/x".into(),
-                activation(serde_json::json!({"sleep_ms": 400})),
-            )
-            .await
-        });
-        wait_status(&h, "cpu busy", |st| {
-            st.iter().any(|s| s.function == "cpu" && s.state == "busy")
-        })
-        .await;
-        let h3 = h.clone();
-        let i2 = io.clone();
-        let io_run = tokio::spawn(async move {
-            h3.invoke(
-                i2,
-                "/x".into(),
-                activation(serde_json::json!({"sleep_ms": 200})),
-            )
-            .await
-        });
+        let cpu_run = spawn_run(&h, &cpu, json!({"sleep_ms": 400}));
+        wait_busy(&h, "cpu").await;
+        let io_run = spawn_run(&h, &io, json!({"sleep_ms": 200}));
         let need = crate::pool::pad(10 * MIB) + crate::pool::pad(240 * MIB);
         let lent = need - 150 * MIB;
         wait_status(&h, "io borrowed", |st| limit_of(st, "io") == Some(need)).await;
@@ -237,10 +212,7 @@ mod tests {
         }
         io_run.await.unwrap().expect("io run");
         cpu_run.await.unwrap().expect("cpu run");
-        wait_status(&h, "limits back", |st| {
-            limit_of(st, "io") == Some(150 * MIB) && limit_of(st, "cpu") == Some(300 * MIB)
-        })
-        .await;
+        wait_status(&h, "limits back", limits_back).await;
         let s = rt.state.lock().unwrap();
         let mut applied: Vec<u64> = s.limits.values().copied().collect();
         applied.sort();

@@ -70,40 +70,17 @@ mod tests {
     use super::super::TenantError;
     use crate::runtime::fake::FakeRuntime;
     use crate::runtime::RunError;
+    use serde_json::json;
 
     #[tokio::test]
     async fn safeguard_and_crash_roll_loans_back() {
         let rt = FakeRuntime::default();
         let h = actor(&rt);
-        let cpu = spec("cpu", 300 * MIB, 10 * MIB, 0);
-        let io = spec("io", 150 * MIB, 10 * MIB, 240 * MIB);
-        let out = h
-            .invoke(cpu.clone(), "/x".into(), activation(serde_json::json!({})))
-            .await
-            .unwrap();
-        let cpu_id = out.instance_id;
-        let (h2, c2) = (h.clone(), cpu.clone());
-        let cpu_run = tokio::spawn(async move {
-            h2.invoke(
-                c2,
-                "/x".into(),
-                activation(serde_json::json!({"sleep_ms": 2000})),
-            )
-            .await
-        });
-        wait_status(&h, "cpu busy", |st| {
-            st.iter().any(|s| s.function == "cpu" && s.state == "busy")
-        })
-        .await;
-        let (h3, i2) = (h.clone(), io.clone());
-        let io_run = tokio::spawn(async move {
-            h3.invoke(
-                i2,
-                "/x".into(),
-                activation(serde_json::json!({"sleep_ms": 1500})),
-            )
-            .await
-        });
+        let (cpu, io) = cpu_and_io();
+        let cpu_id = run(&h, &cpu, json!({})).await.unwrap().instance_id;
+        let cpu_run = spawn_run(&h, &cpu, json!({"sleep_ms": 2000}));
+        wait_busy(&h, "cpu").await;
+        let io_run = spawn_run(&h, &io, json!({"sleep_ms": 1500}));
         wait_status(&h, "io borrowed", |st| limit_of(st, "io") > Some(150 * MIB)).await;
         // The lender nears its limit: everything goes back at once.
         rt.state
@@ -111,36 +88,15 @@ mod tests {
             .unwrap()
             .safeguard
             .insert(cpu_id.clone(), true);
-        wait_status(&h, "safeguard rollback", |st| {
-            limit_of(st, "io") == Some(150 * MIB) && limit_of(st, "cpu") == Some(300 * MIB)
-        })
-        .await;
+        wait_status(&h, "safeguard rollback", limits_back).await;
         io_run.await.unwrap().expect("io run");
         cpu_run.await.unwrap().expect("cpu run");
 
         // A borrower that crashes gives everything back and is replaced.
-        let (h4, c4) = (h.clone(), cpu.clone());
-        let cpu_run = tokio::spawn(async move {
-            h4.invoke(
-                c4,
-                "/x".into(),
-                activation(serde_json::json!({"sleep_ms": 1000})),
-            )
-            .await
-        });
-        wait_status(&h, "cpu busy", |st| {
-            st.iter().any(|s| s.function == "cpu" && s.state == "busy")
-        })
-        .await;
+        let cpu_run = spawn_run(&h, &cpu, json!({"sleep_ms": 1000}));
+        wait_busy(&h, "cpu").await;
         // The old cpu instance is unharvestable now; the io borrows nothing.
-        let e = h
-            .invoke(
-                io.clone(),
-                "/x".into(),
-                activation(serde_json::json!({"exit": true})),
-            )
-            .await
-            .unwrap_err();
+        let e = run(&h, &io, json!({"exit": true})).await.unwrap_err();
         assert!(
             matches!(
                 e,
@@ -156,9 +112,7 @@ mod tests {
             st.iter().all(|s| s.function != "io")
         })
         .await;
-        let out = h
-            .invoke(io.clone(), "/x".into(), activation(serde_json::json!({})))
-            .await;
+        let out = run(&h, &io, json!({})).await;
         assert!(out.is_ok(), "a fresh io instance serves: {out:?}");
         h.shutdown().await;
         assert!(
