@@ -6,12 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{code_of, function, invoke, wait_gone, TestAgent};
+use common::{code_of, function, invoke, wait_gone, wait_status, TestAgent, MIB};
 use ephemera_domain::Reason;
 use ephemera_proto::v1::{AgentStatusRequest, ProfileRequest};
 use tonic::Code;
-
-const MIB: u64 = 1 << 20;
 
 const IO_FUNCTION: &str = r#"
 import os, tempfile
@@ -316,23 +314,7 @@ async fn idle_instances_are_stopped() {
         .await
         .expect("run");
     wait_gone(ok.launcher_pid, Duration::from_secs(10)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = agent
-            .client
-            .status(AgentStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if st.instances.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "idle instance still listed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_status(&mut agent, "the idle instance unlisted", |st| st.is_empty()).await;
     let again = invoke(&mut agent.client, &f, &code, "{}")
         .await
         .expect("cold start again");
