@@ -143,20 +143,8 @@ pub(crate) async fn cpu_ab(
     code: &[CodeFile],
     digest: &str,
 ) -> Result<CpuAbReport, BenchError> {
-    let disk = Node::start(
-        o,
-        &dir.join("ab-disk"),
-        "ab-disk",
-        false,
-        SharingScope::None,
-    )?;
-    let tier = match Node::start(
-        o,
-        &dir.join("ab-tier"),
-        "ab-tier",
-        true,
-        SharingScope::Tenant,
-    ) {
+    let disk = Node::start(o, dir, "ab-disk", false, SharingScope::None)?;
+    let tier = match Node::start(o, dir, "ab-tier", true, SharingScope::Tenant) {
         Ok(n) => n,
         Err(e) => {
             disk.stop().await;

@@ -33,15 +33,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// An agent named `bench-<name>` under `dir`: with the intercept
+    /// An agent named `bench-<name>` in `<work>/<name>`: with the intercept
     /// preloaded when `tier`, sharing within `scope`.
     pub(crate) fn start(
         o: &MixOptions,
-        dir: &Path,
+        work: &Path,
         name: &str,
         tier: bool,
         scope: SharingScope,
     ) -> Result<Node, BenchError> {
+        let dir = work.join(name);
         let instances_dir = dir.join("instances");
         let bin_dir = dir.join("bin");
         fs::create_dir_all(&instances_dir)

@@ -85,13 +85,7 @@ async fn calibrate(
     code: &[CodeFile],
     digest: &str,
 ) -> Result<u64, BenchError> {
-    let node = Node::start(
-        o,
-        &dir.join("calibrate"),
-        "calibrate",
-        true,
-        SharingScope::None,
-    )?;
+    let node = Node::start(o, dir, "calibrate", true, SharingScope::None)?;
     let result = async {
         let cpu = spec(o, "cpu_task", true, false, digest);
         let io = spec(o, "io_task", false, false, digest);
@@ -123,7 +117,7 @@ async fn run_scenario(
     digest: &str,
     cpu_rounds: u64,
 ) -> Result<(ScenarioReport, bool), BenchError> {
-    let mut node = Node::start(o, &dir.join(sc.name), sc.name, sc.tier, sc.scope)?;
+    let mut node = Node::start(o, dir, sc.name, sc.tier, sc.scope)?;
     let cgroups = !matches!(*node.driver, Driver::Unavailable { .. });
     let result = async {
         let cpu = spec(o, "cpu_task", true, sc.workflow, digest);

@@ -395,12 +395,10 @@ fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::runtime::fake::FakeRuntime;
 
     #[tokio::test]
     async fn sequential_invocations_reuse_one_instance() {
-        let rt = FakeRuntime::default();
-        let h = actor(&rt);
+        let (rt, h) = actor();
         let f = spec("echo", 64 * MIB, 1, 1);
         let mut pids = Vec::new();
         for n in 0..10 {

@@ -271,15 +271,19 @@ mod testing {
         }
     }
 
-    pub(super) fn actor(rt: &FakeRuntime) -> TenantHandle {
-        TenantHandle::spawn(TenantConfig {
+    /// A fresh actor over a fresh fake runtime (which records what the
+    /// actor applied).
+    pub(super) fn actor() -> (FakeRuntime, TenantHandle) {
+        let rt = FakeRuntime::default();
+        let handle = TenantHandle::spawn(TenantConfig {
             node_id: "n".into(),
             tenant: "acme".into(),
             runtime: Arc::new(rt.clone()),
             idle_timeout: Duration::from_secs(600),
             sharing: SharingScope::Tenant,
             ledger: None,
-        })
+        });
+        (rt, handle)
     }
 
     /// Waits until `cond` holds over the instances' (function, limit, state).

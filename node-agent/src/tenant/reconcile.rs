@@ -179,13 +179,11 @@ impl TenantActor {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::runtime::fake::FakeRuntime;
     use serde_json::json;
 
     #[tokio::test]
     async fn io_instance_borrows_from_running_cpu_instance_and_returns_it() {
-        let rt = FakeRuntime::default();
-        let h = actor(&rt);
+        let (rt, h) = actor();
         let (cpu, io) = cpu_and_io();
         // Start both instances once so they are warm.
         run(&h, &cpu, json!({})).await.unwrap();

@@ -68,14 +68,12 @@ impl TenantActor {
 mod tests {
     use super::super::testing::*;
     use super::super::TenantError;
-    use crate::runtime::fake::FakeRuntime;
     use crate::runtime::RunError;
     use serde_json::json;
 
     #[tokio::test]
     async fn safeguard_and_crash_roll_loans_back() {
-        let rt = FakeRuntime::default();
-        let h = actor(&rt);
+        let (rt, h) = actor();
         let (cpu, io) = cpu_and_io();
         let cpu_id = run(&h, &cpu, json!({})).await.unwrap().instance_id;
         let cpu_run = spawn_run(&h, &cpu, json!({"sleep_ms": 2000}));
