@@ -93,22 +93,27 @@ impl Pool {
         }
     }
 
+    /// `id`'s peers in its sharing scope for which `amount` (a surplus or a
+    /// deficit) is not zero, as `(amount, peer)`.
+    fn peers(&self, id: &str, amount: impl Fn(&str) -> u64) -> Vec<(u64, String)> {
+        let Some(me) = self.entries.get(id) else {
+            return Vec::new();
+        };
+        self.entries
+            .iter()
+            .filter(|(k, e)| k.as_str() != id && self.in_scope(me, e))
+            .map(|(k, _)| (amount(k), k.clone()))
+            .filter(|(a, _)| *a > 0)
+            .collect()
+    }
+
     /// Borrows `id`'s deficit from lenders, largest surplus first.
     pub(super) fn borrow(&mut self, id: &str, usage: Usage<'_>) {
         let mut need = self.deficit(id);
         if need == 0 {
             return;
         }
-        let Some(me) = self.entries.get(id) else {
-            return;
-        };
-        let mut lenders: Vec<(u64, String)> = self
-            .entries
-            .iter()
-            .filter(|(k, e)| k.as_str() != id && self.in_scope(me, e))
-            .map(|(k, _)| (self.surplus(k, usage), k.clone()))
-            .filter(|(s, _)| *s > 0)
-            .collect();
+        let mut lenders = self.peers(id, |k| self.surplus(k, usage));
         lenders.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         for (s, lender) in lenders {
             if need == 0 {
@@ -123,16 +128,7 @@ impl Pool {
     /// A lender that just started serves waiting deficits `0 < D ≤ S`,
     /// smallest first.
     pub(super) fn serve_waiting(&mut self, lender: &str, usage: Usage<'_>) {
-        let Some(me) = self.entries.get(lender) else {
-            return;
-        };
-        let mut waiting: Vec<(u64, String)> = self
-            .entries
-            .iter()
-            .filter(|(k, e)| k.as_str() != lender && self.in_scope(me, e))
-            .map(|(k, _)| (self.deficit(k), k.clone()))
-            .filter(|(d, _)| *d > 0)
-            .collect();
+        let mut waiting = self.peers(lender, |k| self.deficit(k));
         waiting.sort();
         for (d, borrower) in waiting {
             if d <= self.surplus(lender, usage) {

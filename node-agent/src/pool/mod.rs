@@ -229,25 +229,26 @@ impl Pool {
 
     /// Bytes `id` has lent.
     pub fn lent(&self, id: &str) -> u64 {
-        self.loans
-            .iter()
-            .filter(|l| l.lender == id)
-            .map(|l| l.bytes)
-            .sum()
+        self.on_loan(|l| l.lender == id)
     }
 
     /// Bytes `id` has borrowed.
     pub fn borrowed(&self, id: &str) -> u64 {
-        self.loans
-            .iter()
-            .filter(|l| l.borrower == id)
-            .map(|l| l.bytes)
-            .sum()
+        self.on_loan(|l| l.borrower == id)
     }
 
     /// Bytes on loan between the tenant's instances.
     pub fn loaned(&self) -> u64 {
-        self.loans.iter().map(|l| l.bytes).sum()
+        self.on_loan(|_| true)
+    }
+
+    /// Bytes of the open loans that match `which`.
+    fn on_loan(&self, which: impl Fn(&Loan) -> bool) -> u64 {
+        self.loans
+            .iter()
+            .filter(|l| which(l))
+            .map(|l| l.bytes)
+            .sum()
     }
 
     /// Open loans.
