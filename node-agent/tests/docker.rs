@@ -6,13 +6,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
-use common::{code_of, function, invoke, TestAgent};
+use common::{
+    code_of, cpu_and_io, invoke, spawn_invoke, wait_busy, wait_status, TestAgent, IO_NEED, MIB,
+};
 use ephemera_node_agent::RuntimeKind;
-use ephemera_proto::v1::{InstanceStatus, Profile};
-
-const MIB: u64 = 1 << 20;
 
 fn docker_available() -> bool {
     let ok = Command::new("docker")
@@ -58,12 +56,50 @@ fn containers_of(owner: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait_status(
-    agent: &mut TestAgent,
-    what: &str,
-    cond: impl Fn(&[InstanceStatus]) -> bool,
-) -> Vec<InstanceStatus> {
-    common::wait_status(agent, what, Duration::from_secs(30), cond).await
+/// Waits until the I/O function's container borrows what it needs while
+/// the CPU one runs, and checks that docker shows the loan on both
+/// containers; returns the CPU instance's id.
+async fn wait_lent(agent: &mut TestAgent, io_container: &str) -> String {
+    let st = wait_status(agent, "io borrows", |st| {
+        st.iter()
+            .any(|s| s.function == "io" && s.limit_bytes == IO_NEED)
+    })
+    .await;
+    let cpu = st
+        .iter()
+        .find(|s| s.function == "cpu")
+        .expect("the cpu instance");
+    let lender = 300 * MIB - (IO_NEED - 150 * MIB);
+    assert_eq!(
+        inspect_memory(io_container),
+        (IO_NEED, IO_NEED),
+        "docker inspect shows the borrowed memory"
+    );
+    assert_eq!(
+        inspect_memory(&container_of(&cpu.instance_id)),
+        (lender, lender),
+        "docker inspect shows the loan"
+    );
+    cpu.instance_id.clone()
+}
+
+/// Waits until every limit is back, checks that docker agrees, stops the
+/// agent and checks that it left no container behind.
+async fn limits_back_then_stop(mut agent: TestAgent, io_container: &str, cpu_container: &str) {
+    wait_status(&mut agent, "limits back", |st| {
+        st.iter().all(|s| s.limit_bytes == s.initial_limit_bytes)
+    })
+    .await;
+    assert_eq!(inspect_memory(io_container), (150 * MIB, 150 * MIB));
+    assert_eq!(inspect_memory(cpu_container), (300 * MIB, 300 * MIB));
+    let owner = agent.cgroup.clone();
+    agent.stop().await;
+    assert!(containers_of(&owner).is_empty(), "containers left behind");
+}
+
+/// The container of instance `id`.
+fn container_of(id: &str) -> String {
+    format!("ephemera-{id}")
 }
 
 const FUNCTIONS: &str = r#"
@@ -105,30 +141,11 @@ async fn containers_run_warm_share_memory_and_are_removed() {
     })
     .await;
     let (code, digest) = code_of(&[("fns.py", FUNCTIONS)]);
-    let mut cpu = function(
-        "acme",
-        "cpu",
+    let (cpu, io) = cpu_and_io(
+        &digest,
         "ephemera-python fns.py:cpu",
-        &digest,
-        300 * MIB,
-    );
-    cpu.profile = Some(Profile {
-        u_max_bytes: 10 * MIB,
-        f_max_bytes: 0,
-        measured: true,
-    });
-    let mut io = function(
-        "acme",
-        "io",
         "ephemera-python fns.py:io",
-        &digest,
-        150 * MIB,
     );
-    io.profile = Some(Profile {
-        u_max_bytes: 10 * MIB,
-        f_max_bytes: 240 * MIB,
-        measured: true,
-    });
 
     // Warm: ten invocations, one container, one launcher.
     let mut pids = Vec::new();
@@ -149,7 +166,7 @@ async fn containers_run_warm_share_memory_and_are_removed() {
     pids.dedup();
     assert_eq!(pids.len(), 1, "one warm launcher: {pids:?}");
     let last = last.unwrap();
-    let io_container = format!("ephemera-{}", last.instance_id);
+    let io_container = container_of(&last.instance_id);
     assert_eq!(inspect_memory(&io_container), (150 * MIB, 150 * MIB));
     if common::intercept_lib().is_some() {
         let t = last.tier.unwrap();
@@ -162,54 +179,17 @@ async fn containers_run_warm_share_memory_and_are_removed() {
     // Sharing: the cpu container lends to the io container while both run.
     let instance_tmp =
         |agent: &TestAgent, id: &str| agent.data.path().join("instances").join(id).join("tmp");
-    let (mut client, c, k) = (agent.client.clone(), cpu.clone(), code.clone());
-    let input = serde_json::json!({ "end": "cpu-end" }).to_string();
-    let cpu_run = tokio::spawn(async move { invoke(&mut client, &c, &k, &input).await });
-    wait_status(&mut agent, "cpu busy", |st| {
-        st.iter()
-            .any(|s| s.function == "cpu" && s.state == "busy" && s.launcher_pid > 0)
-    })
-    .await;
-    let (mut client, i, k) = (agent.client.clone(), io.clone(), code.clone());
-    let input = serde_json::json!({ "end": "io-end", "n": 99 }).to_string();
-    let io_run = tokio::spawn(async move { invoke(&mut client, &i, &k, &input).await });
-    let need = 275 * MIB;
-    let st = wait_status(&mut agent, "io borrows", |st| {
-        st.iter()
-            .any(|s| s.function == "io" && s.limit_bytes == need)
-    })
-    .await;
-    let cpu_id = st
-        .iter()
-        .find(|s| s.function == "cpu")
-        .unwrap()
-        .instance_id
-        .clone();
-    let cpu_container = format!("ephemera-{cpu_id}");
-    assert_eq!(
-        inspect_memory(&io_container),
-        (need, need),
-        "docker inspect shows the borrowed memory"
-    );
-    assert_eq!(
-        inspect_memory(&cpu_container),
-        (175 * MIB, 175 * MIB),
-        "docker inspect shows the loan"
-    );
+    let input = serde_json::json!({ "end": "cpu-end" });
+    let cpu_run = spawn_invoke(&agent, &cpu, &code, input.to_string());
+    wait_busy(&mut agent, "cpu").await;
+    let input = serde_json::json!({ "end": "io-end", "n": 99 });
+    let io_run = spawn_invoke(&agent, &io, &code, input.to_string());
+    let cpu_id = wait_lent(&mut agent, &io_container).await;
     std::fs::write(instance_tmp(&agent, &last.instance_id).join("io-end"), b"").unwrap();
     io_run.await.unwrap().expect("io run");
     std::fs::write(instance_tmp(&agent, &cpu_id).join("cpu-end"), b"").unwrap();
     cpu_run.await.unwrap().expect("cpu run");
-    wait_status(&mut agent, "limits back", |st| {
-        st.iter().all(|s| s.limit_bytes == s.initial_limit_bytes)
-    })
-    .await;
-    assert_eq!(inspect_memory(&io_container), (150 * MIB, 150 * MIB));
-    assert_eq!(inspect_memory(&cpu_container), (300 * MIB, 300 * MIB));
-
-    let owner = agent.cgroup.clone();
-    agent.stop().await;
-    assert!(containers_of(&owner).is_empty(), "containers left behind");
+    limits_back_then_stop(agent, &io_container, &container_of(&cpu_id)).await;
 }
 
 /// An action-loop launcher in plain `sh`: each activation writes the request
@@ -341,12 +321,7 @@ async fn instance_image_mode_mounts_only_instance_and_code() {
     })
     .await;
     let (code, digest) = code_of(&[("fn.sh", SH_FUNCTION)]);
-    let mut io = function("acme", "io", "sh fn.sh", &digest, 150 * MIB);
-    io.profile = Some(Profile {
-        u_max_bytes: 10 * MIB,
-        f_max_bytes: 240 * MIB,
-        measured: true,
-    });
+    let (cpu, io) = cpu_and_io(&digest, "sh fn.sh", "sh fn.sh");
     let mut last = None;
     for n in 0..5 {
         let r = invoke(&mut agent.client, &io, &code, &format!(r#"{{"n": {n}}}"#))
@@ -361,7 +336,7 @@ async fn instance_image_mode_mounts_only_instance_and_code() {
         last = Some(r);
     }
     let last = last.unwrap();
-    let container = format!("ephemera-{}", last.instance_id);
+    let container = container_of(&last.instance_id);
     assert_eq!(inspect(&container, "{{.Config.Image}}"), image);
     let binds: Vec<String> =
         serde_json::from_str(&inspect(&container, "{{json .HostConfig.Binds}}")).unwrap();
@@ -393,51 +368,14 @@ async fn instance_image_mode_mounts_only_instance_and_code() {
     assert!(cg.usage().is_some_and(|u| u > 0), "usage readable");
 
     // A CPU function lends to the I/O one while both run (docker inspect).
-    let mut cpu = function("acme", "cpu", "sh fn.sh", &digest, 300 * MIB);
-    cpu.profile = Some(Profile {
-        u_max_bytes: 10 * MIB,
-        f_max_bytes: 0,
-        measured: true,
-    });
-    let (mut client, c, k) = (agent.client.clone(), cpu.clone(), code.clone());
-    let cpu_run = tokio::spawn(async move { invoke(&mut client, &c, &k, r#""wait""#).await });
-    wait_status(&mut agent, "cpu busy", |st| {
-        st.iter().any(|s| s.function == "cpu" && s.state == "busy")
-    })
-    .await;
-    let (mut client, i, k) = (agent.client.clone(), io.clone(), code.clone());
-    let io_run = tokio::spawn(async move { invoke(&mut client, &i, &k, r#""wait""#).await });
-    let need = 275 * MIB;
-    let st = wait_status(&mut agent, "io borrows", |st| {
-        st.iter()
-            .any(|s| s.function == "io" && s.limit_bytes == need)
-    })
-    .await;
-    let cpu_id = st
-        .iter()
-        .find(|s| s.function == "cpu")
-        .unwrap()
-        .instance_id
-        .clone();
-    let cpu_container = format!("ephemera-{cpu_id}");
-    assert_eq!(inspect_memory(&container), (need, need), "borrowed");
-    assert_eq!(
-        inspect_memory(&cpu_container),
-        (175 * MIB, 175 * MIB),
-        "lent"
-    );
+    let cpu_run = spawn_invoke(&agent, &cpu, &code, r#""wait""#);
+    wait_busy(&mut agent, "cpu").await;
+    let io_run = spawn_invoke(&agent, &io, &code, r#""wait""#);
+    let cpu_id = wait_lent(&mut agent, &container).await;
     let end = |id: &str| agent.data.path().join("instances").join(id).join("tmp/end");
     std::fs::write(end(&last.instance_id), b"").unwrap();
     io_run.await.unwrap().expect("io run");
     std::fs::write(end(&cpu_id), b"").unwrap();
     cpu_run.await.unwrap().expect("cpu run");
-    wait_status(&mut agent, "limits back", |st| {
-        st.iter().all(|s| s.limit_bytes == s.initial_limit_bytes)
-    })
-    .await;
-    assert_eq!(inspect_memory(&container), (150 * MIB, 150 * MIB));
-    assert_eq!(inspect_memory(&cpu_container), (300 * MIB, 300 * MIB));
-    let owner = agent.cgroup.clone();
-    agent.stop().await;
-    assert!(containers_of(&owner).is_empty(), "containers left behind");
+    limits_back_then_stop(agent, &container, &container_of(&cpu_id)).await;
 }

@@ -6,11 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{code_of, function, invoke, wait_gone, TestAgent};
+use common::{code_of, function, invoke, wait_gone, wait_status, TestAgent, MIB};
+use ephemera_domain::Reason;
 use ephemera_proto::v1::{AgentStatusRequest, ProfileRequest};
 use tonic::Code;
-
-const MIB: u64 = 1 << 20;
 
 const IO_FUNCTION: &str = r#"
 import os, tempfile
@@ -151,7 +150,9 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
         &digest,
         128 * MIB,
     );
-    f.timeout_ms = 1500;
+    // Long enough for a cold Python start on a loaded machine, short enough
+    // for the `sleep` case (30 s) to time out.
+    f.timeout_ms = 5000;
     let c = &mut agent.client;
 
     let ok = invoke(c, &f, &code, "{}").await.expect("first run");
@@ -162,6 +163,7 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Aborted, "{e}");
+    assert_eq!(Reason::of(&e), Some(Reason::FunctionFailed), "{e:?}");
     assert_eq!(
         e.message(),
         "function acme/misbehave raised an error: ValueError: bad input 7"
@@ -175,6 +177,7 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
     // Exits: the instance is replaced.
     let e = invoke(c, &f, &code, r#"{"do": "exit"}"#).await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted, "{e}");
+    assert_eq!(Reason::of(&e), Some(Reason::FunctionFailed), "{e:?}");
     assert!(
         e.message().starts_with(
             "function acme/misbehave: launcher exited with status 3 during invocation"
@@ -192,7 +195,8 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
-    assert!(e.message().contains("timed out after 1500 ms"), "{e}");
+    assert_eq!(Reason::of(&e), Some(Reason::Timeout), "{e:?}");
+    assert!(e.message().contains("timed out after 5000 ms"), "{e}");
     wait_gone(pid2, Duration::from_secs(5)).await;
     let ok = invoke(c, &f, &code, "{}").await.expect("after timeout");
     assert_ne!(ok.launcher_pid, pid2);
@@ -211,6 +215,7 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
     // Malformed input.
     let e = invoke(c, &f, &code, "{not json").await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert_eq!(Reason::of(&e), Some(Reason::InvalidArgument), "{e:?}");
     assert!(e.message().contains("acme/misbehave"), "{e}");
 
     // Lambda style handler with a context.
@@ -239,6 +244,7 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Aborted, "{e}");
+    assert_eq!(Reason::of(&e), Some(Reason::FunctionFailed), "{e:?}");
     assert!(
         e.message()
             .starts_with("function acme/shell returned a non-JSON result: this is not json at all"),
@@ -262,6 +268,7 @@ async fn failures_give_clear_errors_and_the_next_invocation_succeeds() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(Reason::of(&e), Some(Reason::CodeMissing), "{e:?}");
     assert_eq!(e.message(), format!("code missing: {}", "ab".repeat(32)));
 
     agent.stop().await;
@@ -307,23 +314,7 @@ async fn idle_instances_are_stopped() {
         .await
         .expect("run");
     wait_gone(ok.launcher_pid, Duration::from_secs(10)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = agent
-            .client
-            .status(AgentStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if st.instances.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "idle instance still listed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_status(&mut agent, "the idle instance unlisted", |st| st.is_empty()).await;
     let again = invoke(&mut agent.client, &f, &code, "{}")
         .await
         .expect("cold start again");
@@ -355,6 +346,7 @@ def main(args):
         .expect("small run");
     let e = invoke(c, &f, &code, r#"{"mb": 256}"#).await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted, "{e}");
+    assert_eq!(Reason::of(&e), Some(Reason::FunctionFailed), "{e:?}");
     // `/bin/sh -c` reports its killed child as status 137; a launcher that
     // is the function's process itself shows signal 9.
     assert!(

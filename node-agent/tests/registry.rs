@@ -60,9 +60,7 @@ async fn wait_for(what: &str, fake: &FakeController, cond: impl Fn(&Seen) -> boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_when_the_controller_appears_and_again_when_forgotten() {
     // A port nobody listens on yet.
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
+    let port = ephemera_sys::net::free_ports(1).expect("a free port")[0];
     let endpoint = format!("http://127.0.0.1:{port}");
 
     let agent = TestAgent::start_with("test-registry", |c| {

@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{code_of, function, invoke, TestAgent};
-use ephemera_proto::v1::{FunctionSpec, InstanceStatus, Profile};
-
-const MIB: u64 = 1 << 20;
+use common::{code_of, cpu_and_io, spawn_invoke, wait_busy, wait_status, TestAgent, IO_NEED, MIB};
+use ephemera_proto::v1::{FunctionSpec, InstanceStatus};
 
 const FUNCTIONS: &str = r#"
 import os, time
@@ -61,37 +59,11 @@ def io(args):
 "#;
 
 fn functions(digest: &str) -> (FunctionSpec, FunctionSpec) {
-    let mut cpu = function(
-        "acme",
-        "cpu",
-        "ephemera-python fns.py:cpu",
+    cpu_and_io(
         digest,
-        300 * MIB,
-    );
-    cpu.profile = Some(Profile {
-        u_max_bytes: 10 * MIB,
-        f_max_bytes: 0,
-        measured: true,
-    });
-    let mut io = function("acme", "io", "ephemera-python fns.py:io", digest, 150 * MIB);
-    io.profile = Some(Profile {
-        u_max_bytes: 10 * MIB,
-        f_max_bytes: 240 * MIB,
-        measured: true,
-    });
-    (cpu, io)
-}
-
-fn pad(x: u64) -> u64 {
-    x + x.div_ceil(10)
-}
-
-async fn wait_status(
-    agent: &mut TestAgent,
-    what: &str,
-    cond: impl Fn(&[InstanceStatus]) -> bool,
-) -> Vec<InstanceStatus> {
-    common::wait_status(agent, what, Duration::from_secs(20), cond).await
+        "ephemera-python fns.py:cpu",
+        "ephemera-python fns.py:io",
+    )
 }
 
 fn find<'a>(st: &'a [InstanceStatus], f: &str) -> Option<&'a InstanceStatus> {
@@ -121,34 +93,23 @@ fn cgroups_v1() -> bool {
     Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
 }
 
-fn flag(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_instance_lends_to_io_instance_while_both_run() {
     let mut agent = TestAgent::start("test-share", Duration::from_secs(600)).await;
     let flags = tempfile::tempdir().unwrap();
     let (code, digest) = code_of(&[("fns.py", FUNCTIONS)]);
     let (cpu, io) = functions(&digest);
-    let need = pad(10 * MIB) + pad(240 * MIB);
+    let need = IO_NEED;
     let lent = need - 150 * MIB;
 
-    let cpu_end = flag(flags.path(), "cpu-end");
-    let mut client = agent.client.clone();
-    let (c, k) = (cpu.clone(), code.clone());
-    let input = serde_json::json!({ "end": cpu_end }).to_string();
-    let cpu_run = tokio::spawn(async move { invoke(&mut client, &c, &k, &input).await });
-    wait_status(&mut agent, "cpu busy", |st| {
-        find(st, "cpu").is_some_and(|s| s.state == "busy" && s.launcher_pid > 0)
-    })
-    .await;
+    let cpu_end = flags.path().join("cpu-end");
+    let input = serde_json::json!({ "end": cpu_end });
+    let cpu_run = spawn_invoke(&agent, &cpu, &code, input.to_string());
+    wait_busy(&mut agent, "cpu").await;
 
-    let io_end = flag(flags.path(), "io-end");
-    let mut client = agent.client.clone();
-    let (i, k) = (io.clone(), code.clone());
-    let input = serde_json::json!({ "end": io_end, "write_mb": 32 }).to_string();
-    let io_run = tokio::spawn(async move { invoke(&mut client, &i, &k, &input).await });
+    let io_end = flags.path().join("io-end");
+    let input = serde_json::json!({ "end": io_end, "write_mb": 32 });
+    let io_run = spawn_invoke(&agent, &io, &code, input.to_string());
     let st = wait_status(&mut agent, "io borrows", |st| {
         find(st, "io").is_some_and(|s| s.limit_bytes == need)
     })
@@ -203,25 +164,17 @@ async fn safeguard_takes_loans_back_before_the_lender_is_oom_killed() {
     let flags = tempfile::tempdir().unwrap();
     let (code, digest) = code_of(&[("fns.py", FUNCTIONS)]);
     let (cpu, io) = functions(&digest);
-    let need = pad(10 * MIB) + pad(240 * MIB);
-    let lent = need - 150 * MIB;
+    let lent = IO_NEED - 150 * MIB;
 
-    let (grow, cpu_end) = (flag(flags.path(), "grow"), flag(flags.path(), "cpu-end"));
-    let mut client = agent.client.clone();
-    let (c, k) = (cpu.clone(), code.clone());
+    let (grow, cpu_end) = (flags.path().join("grow"), flags.path().join("cpu-end"));
     // 150 MiB + the interpreter: above 90 % of 175 MiB, below 175 MiB.
-    let input = serde_json::json!({ "start": grow, "grow_mb": 150, "end": cpu_end }).to_string();
-    let cpu_run = tokio::spawn(async move { invoke(&mut client, &c, &k, &input).await });
-    wait_status(&mut agent, "cpu busy", |st| {
-        find(st, "cpu").is_some_and(|s| s.state == "busy" && s.launcher_pid > 0)
-    })
-    .await;
+    let input = serde_json::json!({ "start": grow, "grow_mb": 150, "end": cpu_end });
+    let cpu_run = spawn_invoke(&agent, &cpu, &code, input.to_string());
+    wait_busy(&mut agent, "cpu").await;
 
-    let io_end = flag(flags.path(), "io-end");
-    let mut client = agent.client.clone();
-    let (i, k) = (io.clone(), code.clone());
-    let input = serde_json::json!({ "end": io_end }).to_string();
-    let io_run = tokio::spawn(async move { invoke(&mut client, &i, &k, &input).await });
+    let io_end = flags.path().join("io-end");
+    let input = serde_json::json!({ "end": io_end });
+    let io_run = spawn_invoke(&agent, &io, &code, input.to_string());
     wait_status(&mut agent, "cpu lent", |st| {
         find(st, "cpu").is_some_and(|s| s.limit_bytes == 300 * MIB - lent)
     })

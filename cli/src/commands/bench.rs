@@ -8,10 +8,10 @@ use crate::artifacts;
 
 /// The node-agent benches' options, with the proxy and the intercept
 /// library found next to this binary.
-fn mix_options(bench: &str) -> anyhow::Result<ephemera_node_agent::bench::MixOptions> {
+fn mix_options(bench: &str) -> anyhow::Result<ephemera_bench::MixOptions> {
     let lib = artifacts::intercept_lib()
         .with_context(|| format!("{bench} needs libephemera_intercept.so next to this binary"))?;
-    Ok(ephemera_node_agent::bench::MixOptions::new(
+    Ok(ephemera_bench::MixOptions::new(
         artifacts::proxy_bin()?,
         lib,
     ))
@@ -39,14 +39,14 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
             opts.io_file_mib = a.io_file_mib;
             opts.repetitions = a.repetitions.max(1);
             opts.cpu_ab_rounds = a.cpu_ab_rounds;
-            let report = ephemera_node_agent::bench::sharing_mix(opts).await?;
+            let report = ephemera_bench::sharing_mix(opts).await?;
             print_report(&report, a.json)
         }
         BenchCmd::Cpu(a) => {
             let mut opts = mix_options("bench cpu")?;
             opts.cpu_ab_rounds = a.rounds;
             opts.cpu_ab_ms = a.ms;
-            let report = ephemera_node_agent::bench::cpu_interleaved(opts).await?;
+            let report = ephemera_bench::cpu_interleaved(opts).await?;
             print_report(&report, a.json)
         }
         BenchCmd::Tier(a) => {

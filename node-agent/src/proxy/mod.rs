@@ -24,10 +24,12 @@
 //!    exits: an instance never outlives the agent that owns it.
 //!
 //! - [`server`]: the proxy itself (std only, no async runtime; the binary
-//!   `ephemera-proxy` is a thin wrapper).
+//!   `ephemera-proxy` is a thin wrapper): the agent's socket.
+//! - `launcher`: the launcher process and the threads that watch it.
 //! - [`client`]: the agent's side of the socket.
 
 pub mod client;
+mod launcher;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -6,19 +6,18 @@
 //! thread serves the socket, so every event reaches the main thread through
 //! one channel and a timeout is just `recv_timeout`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{truncate, Reply, Request, MAX_QUOTE, STDERR_TAIL};
+use super::launcher::{exit_reply, spawn_launcher, wait_exit, Event, Launcher, Tail};
+use super::{truncate, Reply, Request, MAX_QUOTE};
 
 /// Command line of `ephemera-proxy`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -72,52 +71,9 @@ pub enum ProxyError {
     },
 }
 
-fn ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ProxyError {
+pub(super) fn ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> ProxyError {
     let what = what.into();
     move |source| ProxyError::Io { what, source }
-}
-
-/// What the reader and waiter threads tell the main thread.
-#[derive(Debug)]
-enum Event {
-    /// One line the launcher wrote on fd 3 (without the newline).
-    Line(Vec<u8>),
-    /// The launcher closed fd 3.
-    Fd3Closed,
-    /// The launcher's stderr reached end of file.
-    StderrClosed,
-    /// The launcher exited.
-    Exited(ExitStatus),
-}
-
-/// The last bytes of the launcher's stderr.
-#[derive(Debug, Default)]
-struct Tail {
-    /// The bytes.
-    buf: Mutex<Vec<u8>>,
-    /// Set once stderr reached end of file: the tail is complete.
-    closed: AtomicBool,
-}
-
-impl Tail {
-    fn push(&self, data: &[u8]) {
-        let Ok(mut buf) = self.buf.lock() else { return };
-        buf.extend_from_slice(data);
-        if buf.len() > STDERR_TAIL {
-            let cut = buf.len() - STDERR_TAIL;
-            buf.drain(..cut);
-        }
-    }
-
-    fn text(&self) -> String {
-        match self.buf.lock() {
-            Ok(buf) => String::from_utf8_lossy(&buf)
-                .replace("XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n", "")
-                .trim()
-                .to_string(),
-            Err(_) => String::new(),
-        }
-    }
 }
 
 /// Runs the proxy until the agent disconnects or the launcher dies.
@@ -162,149 +118,7 @@ pub fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     result
 }
 
-fn spawn_launcher(
-    args: &ProxyArgs,
-    log_dir: &std::path::Path,
-    tx: Sender<Event>,
-    tail: Arc<Tail>,
-) -> Result<Launcher, ProxyError> {
-    let (read_end, write_end) =
-        ephemera_sys::process::pipe().map_err(ctx("creating the fd 3 pipe"))?;
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&args.cmd)
-        .current_dir(&args.dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("EPHEMERA_TIER_DIR", &args.tier_dir)
-        .env("TMPDIR", &args.tier_dir)
-        .env("EPHEMERA_CONTROL", &args.control)
-        .env("EPHEMERA_MODE", &args.mode)
-        .env("PYTHONUNBUFFERED", "1")
-        .env_remove("LD_PRELOAD");
-    if let Some(limit) = args.mem_limit {
-        cmd.env("EPHEMERA_MEM_LIMIT", limit.to_string());
-    }
-    if let Some(so) = &args.preload {
-        cmd.env("LD_PRELOAD", so);
-    }
-    if let Some(bin) = &args.bin_dir {
-        let old = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-        let mut path = bin.clone().into_os_string();
-        path.push(":");
-        path.push(old);
-        cmd.env("PATH", path);
-    }
-    let wfd = write_end.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (dup2, fcntl, setpgid, prctl); it touches
-    // no memory shared with other threads and does not allocate.
-    unsafe {
-        cmd.pre_exec(move || {
-            if wfd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(wfd, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setpgid(0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The proxy spawns from its main thread, which lives as long as
-            // the proxy: the launcher dies with it.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(ctx(format!("starting launcher `/bin/sh -c {}`", args.cmd)))?;
-    drop(write_end);
-    let pid = child.id();
-
-    let open_log = |name: &str| {
-        let path = log_dir.join(name);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(ctx(format!("opening {}", path.display())))
-    };
-    let stdout_log = open_log("stdout.log")?;
-    let stderr_log = open_log("stderr.log")?;
-
-    if let Some(out) = child.stdout.take() {
-        std::thread::spawn(move || copy_log(out, stdout_log, None, None));
-    }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        std::thread::spawn(move || copy_log(err, stderr_log, Some(&tail), Some(tx)));
-    }
-    let stdin = child.stdin.take();
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(File::from(read_end));
-            loop {
-                let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send(Event::Fd3Closed);
-                        return;
-                    }
-                    Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                        }
-                        if tx.send(Event::Line(line)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-    }
-    std::thread::spawn(move || {
-        if let Ok(status) = child.wait() {
-            let _ = tx.send(Event::Exited(status));
-        }
-    });
-    Ok(Launcher { pid, stdin })
-}
-
-/// The launcher as the main thread sees it.
-#[derive(Debug)]
-struct Launcher {
-    /// Its pid (also its process group id).
-    pid: u32,
-    /// Its stdin, where activations go.
-    stdin: Option<std::process::ChildStdin>,
-}
-
-fn copy_log(mut from: impl Read, mut to: File, tail: Option<&Tail>, closed: Option<Sender<Event>>) {
-    let mut buf = [0u8; 8192];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let _ = to.write_all(&buf[..n]);
-                if let Some(t) = tail {
-                    t.push(&buf[..n]);
-                }
-            }
-        }
-    }
-    if let Some(t) = tail {
-        t.closed.store(true, Ordering::SeqCst);
-    }
-    if let Some(tx) = closed {
-        let _ = tx.send(Event::StderrClosed);
-    }
-}
-
+/// Serves the agent on `conn` until it lets go or the launcher is gone.
 fn serve(
     conn: UnixStream,
     mut launcher: Launcher,
@@ -438,37 +252,7 @@ fn serve(
     }
 }
 
-/// Waits for the launcher's exit event, dropping anything else.
-fn wait_exit(rx: &Receiver<Event>, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(Event::Exited(st)) => return Some(st),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-}
-
-/// The reply for an exited launcher, once its stderr is drained (bounded wait).
-fn exit_reply(st: ExitStatus, rx: &Receiver<Event>, tail: &Tail, idle: bool) -> Reply {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !tail.closed.load(Ordering::SeqCst) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(Event::StderrClosed) | Err(_) => break,
-            Ok(_) => continue,
-        }
-    }
-    Reply::Exited {
-        code: st.code(),
-        signal: st.signal(),
-        stderr_tail: tail.text(),
-        idle,
-    }
-}
-
+/// Writes one reply line to the agent.
 fn send(w: &mut UnixStream, reply: &Reply) -> Result<(), ProxyError> {
     let mut line = serde_json::to_vec(reply).map_err(|e| ProxyError::Io {
         what: "encoding a reply".into(),

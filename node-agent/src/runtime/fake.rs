@@ -70,9 +70,6 @@ struct FakeInstance {
 }
 
 impl Instance for FakeInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
     fn launcher_pid(&self) -> u32 {
         self.pid
     }

@@ -7,11 +7,14 @@
 //!   shareable while an activation runs.
 //! - [`process`]: a child `ephemera-proxy` in a fresh memory cgroup.
 //! - [`docker`]: the same proxy in a container on the host's docker engine.
+//! - `limits`: the [`Limits`] both share: control block and cgroup, resized
+//!   by writing the cgroup (process) or through the engine (docker).
 //! - memory cgroups come from `ephemera_sys::cgroup` (v1 and v2).
 //! - [`fake`]: an in-memory runtime for unit tests of the actor.
 
 pub mod docker;
 pub mod fake;
+mod limits;
 pub mod process;
 
 use std::path::PathBuf;
@@ -118,6 +121,23 @@ impl RunError {
     pub fn instance_dead(&self) -> bool {
         !matches!(self, RunError::NonJson { .. })
     }
+
+    /// This error, saying that the launcher was OOM-killed, when it is an
+    /// exit (the runtime found the kill in the cgroup or the engine).
+    fn oom_killed(self) -> RunError {
+        match self {
+            RunError::Exited {
+                status,
+                stderr_tail,
+                idle,
+            } => RunError::Exited {
+                status: format!("{status} (OOM-killed: it exceeded its memory limit)"),
+                stderr_tail,
+                idle,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Why an instance could not be started or resized.
@@ -158,8 +178,6 @@ pub trait Runtime: Send + Sync + 'static {
 /// One running instance. Owned by one worker task: activations run one at
 /// a time, in order.
 pub trait Instance: Send + std::fmt::Debug {
-    /// The instance id.
-    fn id(&self) -> &str;
     /// The launcher's pid.
     fn launcher_pid(&self) -> u32;
     /// The resizable, observable part of the instance.

@@ -15,11 +15,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ephemera_control_block::{ControlBlock, Counters};
+use ephemera_control_block::ControlBlock;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::process::{Child, Command};
 
+use super::limits::{ApplyLimit, InstanceLimits};
 use super::{Activation, Instance, InstanceSpec, Limits, Output, RunError, Runtime, RuntimeError};
 use crate::proxy::client::ProxyClient;
 use crate::proxy::{Reply, Request};
@@ -71,7 +72,7 @@ impl ProcessRuntime {
                 return Err(e);
             }
         };
-        let limits = Arc::new(ProcessLimits { control, cgroup });
+        let limits = Arc::new(InstanceLimits::new(control, cgroup, CgroupFile));
         tracing::debug!(
             instance = %spec.instance_id,
             function = %spec.qualified(),
@@ -257,22 +258,13 @@ struct ProcessInstance {
     /// The instance directory.
     dir: PathBuf,
     /// Cgroup and control block.
-    limits: Arc<ProcessLimits>,
+    limits: Arc<InstanceLimits<CgroupFile>>,
 }
 
 impl ProcessInstance {
     async fn run_inner(&mut self, act: Activation) -> Result<Output, RunError> {
-        let oom = |cg: Option<&Cgroup>| cg.map(Cgroup::oom_kills).unwrap_or(0) > 0;
         match run_activation(&mut self.client, act).await {
-            Err(RunError::Exited {
-                status,
-                stderr_tail,
-                idle,
-            }) if oom(self.limits.cgroup.as_ref()) => Err(RunError::Exited {
-                status: format!("{status} (OOM-killed: it exceeded its memory limit)"),
-                stderr_tail,
-                idle,
-            }),
+            Err(e @ RunError::Exited { .. }) if self.limits.oom_killed() => Err(e.oom_killed()),
             Err(RunError::Proxy(msg)) => {
                 let status = match self.child.try_wait() {
                     Ok(Some(st)) => format!(" (proxy exited with {st})"),
@@ -348,10 +340,6 @@ pub(super) async fn run_activation(
 }
 
 impl Instance for ProcessInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
     fn launcher_pid(&self) -> u32 {
         self.launcher_pid
     }
@@ -383,52 +371,29 @@ impl Instance for ProcessInstance {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
             }
-            cleanup(&dir, limits.cgroup.as_ref()).await;
+            cleanup(&dir, limits.cgroup()).await;
             tracing::debug!(instance = %id, "instance stopped");
         }
         .boxed()
     }
 }
 
-/// Cgroup and control block of one process instance.
+/// The process runtime resizes an instance by writing its cgroup's limit.
 #[derive(Debug)]
-struct ProcessLimits {
-    /// The control block, mapped.
-    control: ControlBlock,
-    /// The memory cgroup, if cgroups are available.
-    cgroup: Option<Cgroup>,
-}
+struct CgroupFile;
 
-impl Limits for ProcessLimits {
-    fn set_limit(&self, bytes: u64) -> BoxFuture<'_, Result<(), RuntimeError>> {
+impl ApplyLimit for CgroupFile {
+    fn apply<'a>(
+        &'a self,
+        cgroup: Option<&'a Cgroup>,
+        bytes: u64,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         // Two small file writes: done inline, no need for a blocking thread.
-        let result = match &self.cgroup {
+        // Without cgroups only the control block's limit holds.
+        let result = match cgroup {
             Some(cg) => cg.set_limit(bytes).map_err(RuntimeError::from),
             None => Ok(()),
         };
-        if result.is_ok() {
-            self.control.set_limit(bytes);
-        }
         futures::future::ready(result).boxed()
-    }
-
-    fn announce_limit(&self, bytes: u64) {
-        self.control.set_limit(bytes);
-    }
-
-    fn usage(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::usage)
-    }
-
-    fn max_usage(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::max_usage)
-    }
-
-    fn counters(&self) -> Counters {
-        self.control.counters()
-    }
-
-    fn take_safeguard(&self) -> bool {
-        self.control.take_safeguard()
     }
 }

@@ -6,11 +6,21 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ephemera_domain::code;
+use ephemera_domain::{code, Reason};
 use ephemera_node_agent::AgentConfig;
 use ephemera_proto::v1::agent_client::AgentClient;
-use ephemera_proto::v1::{CodeFile, FunctionSpec, RunReply, RunRequest};
+use ephemera_proto::v1::{
+    AgentStatusRequest, CodeFile, FunctionSpec, InstanceStatus, Profile, RunReply, RunRequest,
+};
+use ephemera_sys::process;
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+pub const MIB: u64 = 1 << 20;
+
+/// How long a test waits for a state it expects: long, because it only
+/// matters when the test fails (a loaded machine is slow, not wrong).
+const WAIT: Duration = Duration::from_secs(30);
 
 /// `target/debug` of this build, from the test binary's path (`target/debug/deps/x`).
 pub fn target_debug_dir() -> PathBuf {
@@ -121,8 +131,7 @@ impl Drop for TestAgent {
                 let procs =
                     std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: plain kill(2) of a pid from the test's own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = process::kill(pid, libc::SIGKILL);
                 }
                 if std::fs::remove_dir(e.path()).is_ok() || Instant::now() > deadline {
                     break;
@@ -182,7 +191,8 @@ pub fn function(tenant: &str, name: &str, cmd: &str, digest: &str, memory: u64) 
     }
 }
 
-/// Runs once; on "code missing" retries with the code, as the controller does.
+/// Runs once; when the agent lacks the code, retries with it, as the
+/// controller does.
 pub async fn invoke(
     client: &mut AgentClient<Channel>,
     f: &FunctionSpec,
@@ -196,10 +206,7 @@ pub async fn invoke(
         code: vec![],
     };
     match client.run(req.clone()).await {
-        Err(s)
-            if s.code() == tonic::Code::FailedPrecondition
-                && s.message().starts_with("code missing") =>
-        {
+        Err(s) if Reason::of(&s) == Some(Reason::CodeMissing) => {
             req.code = code.to_vec();
             client.run(req).await.map(|r| r.into_inner())
         }
@@ -208,8 +215,7 @@ pub async fn invoke(
 }
 
 pub fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    i32::try_from(pid).is_ok_and(process::alive)
 }
 
 /// Waits until `pid` is gone (or panics after `within`).
@@ -234,19 +240,18 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// Polls the agent's `Status` until `cond` holds, for at most `within`;
+/// Polls the agent's `Status` until `cond` holds (at most [`WAIT`]);
 /// returns the instances that satisfied it.
 pub async fn wait_status(
     agent: &mut TestAgent,
     what: &str,
-    within: Duration,
-    cond: impl Fn(&[ephemera_proto::v1::InstanceStatus]) -> bool,
-) -> Vec<ephemera_proto::v1::InstanceStatus> {
-    let deadline = Instant::now() + within;
+    cond: impl Fn(&[InstanceStatus]) -> bool,
+) -> Vec<InstanceStatus> {
+    let deadline = Instant::now() + WAIT;
     loop {
         let st = agent
             .client
-            .status(ephemera_proto::v1::AgentStatusRequest {})
+            .status(AgentStatusRequest {})
             .await
             .expect("status")
             .into_inner()
@@ -261,3 +266,46 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits until an instance of `function` is started and busy; returns it.
+pub async fn wait_busy(agent: &mut TestAgent, function: &str) -> InstanceStatus {
+    let busy =
+        |s: &InstanceStatus| s.function == function && s.state == "busy" && s.launcher_pid > 0;
+    let st = wait_status(agent, &format!("{function} busy"), |st| st.iter().any(busy)).await;
+    st.into_iter().find(busy).expect("the busy instance")
+}
+
+/// Invokes `f` with `input` in the background (sending `code` if the agent
+/// lacks it).
+pub fn spawn_invoke(
+    agent: &TestAgent,
+    f: &FunctionSpec,
+    code: &[CodeFile],
+    input: impl Into<String>,
+) -> JoinHandle<Result<RunReply, tonic::Status>> {
+    let (mut client, f, code, input) =
+        (agent.client.clone(), f.clone(), code.to_vec(), input.into());
+    tokio::spawn(async move { invoke(&mut client, &f, &code, &input).await })
+}
+
+/// The issue-5 pair, profiled: `cpu` (300 MiB, needs 10 MiB: a lender) and
+/// `io` (150 MiB, needs 10 + 240 MiB: a borrower), run by `cpu_cmd` and
+/// `io_cmd`.
+pub fn cpu_and_io(digest: &str, cpu_cmd: &str, io_cmd: &str) -> (FunctionSpec, FunctionSpec) {
+    let profiled = |name: &str, cmd: &str, memory: u64, f_max: u64| FunctionSpec {
+        profile: Some(Profile {
+            u_max_bytes: 10 * MIB,
+            f_max_bytes: f_max,
+            measured: true,
+        }),
+        ..function("acme", name, cmd, digest, memory)
+    };
+    (
+        profiled("cpu", cpu_cmd, 300 * MIB, 0),
+        profiled("io", io_cmd, 150 * MIB, 240 * MIB),
+    )
+}
+
+/// What the I/O function of [`cpu_and_io`] holds while it borrows:
+/// 1.1 × (10 + 240) MiB, rounded up per term as the pool pads.
+pub const IO_NEED: u64 = 11 * MIB + 264 * MIB;

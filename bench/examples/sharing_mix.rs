@@ -1,9 +1,10 @@
-//! Runs `ephemera_node_agent::bench::sharing_mix` (issue 5's bench) until the
-//! CLI has `ephemera bench sharing`:
+//! Runs [`ephemera_bench::sharing_mix`] (issue 5's bench) without the CLI
+//! (`ephemera bench sharing` runs the same), with the binaries named on the
+//! command line:
 //!
 //! ```sh
-//! cargo build --release -p ephemera-intercept
-//! cargo run --release -p ephemera-node-agent --example sharing_mix -- \
+//! cargo build --release -p ephemera-intercept -p ephemera-node-agent
+//! cargo run --release -p ephemera-bench --example sharing_mix -- \
 //!     --proxy target/release/ephemera-proxy \
 //!     --intercept target/release/libephemera_intercept.so
 //! ```
@@ -11,7 +12,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use ephemera_node_agent::bench::{sharing_mix, MixOptions};
+use ephemera_bench::{sharing_mix, MixOptions};
 
 #[derive(Parser)]
 struct Args {
@@ -43,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,ephemera_node_agent::bench=info".into()),
+                .unwrap_or_else(|_| "warn,ephemera_bench=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

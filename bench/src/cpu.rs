@@ -1,4 +1,5 @@
-//! The CPU task's latency, measured interleaved: does Ephemera slow a
+//! The CPU task's latency, measured interleaved (the CLI's `ephemera bench
+//! cpu`, and part of [`sharing_mix`](crate::sharing_mix)): does Ephemera slow a
 //! CPU-heavy function down, by its preload or by lending its memory?
 //!
 //! Between separate runs the CPU task's time varies by ±25 % on a shared
@@ -19,9 +20,14 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{cpu_input, cpu_next_to_idle_io, run_one, spec, BenchError, MixOptions, Node, MIB};
-use crate::config::SharingScope;
+use ephemera_node_agent::SharingScope;
 use ephemera_proto::v1::CodeFile;
+
+use crate::error::BenchError;
+use crate::node::{cpu_next_to_idle_io, run_one, Node};
+use crate::options::MixOptions;
+use crate::stats::{median, pct};
+use crate::workload::{cpu_input, prepare, spec, MIB};
 
 /// One ratio over the rounds.
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +44,7 @@ pub struct RatioSummary {
 
 impl RatioSummary {
     fn new(a: &[f64], b: &[f64]) -> RatioSummary {
-        let change_pct: Vec<f64> = a.iter().zip(b).map(|(a, b)| super::pct(*b, *a)).collect();
+        let change_pct: Vec<f64> = a.iter().zip(b).map(|(a, b)| pct(*b, *a)).collect();
         let mut sorted = change_pct.clone();
         sorted.sort_by(f64::total_cmp);
         RatioSummary {
@@ -50,15 +56,7 @@ impl RatioSummary {
     }
 }
 
-fn median(sorted: &[f64]) -> f64 {
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// What [`cpu_ab`] measured.
+/// What [`cpu_interleaved`] measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuAbReport {
     /// Rounds run.
@@ -120,6 +118,14 @@ impl fmt::Display for CpuAbReport {
     }
 }
 
+/// Only the interleaved CPU measurement ([`CpuAbReport`]), with
+/// `opts.cpu_ab_rounds` rounds (at least 1).
+pub async fn cpu_interleaved(opts: MixOptions) -> Result<CpuAbReport, BenchError> {
+    let (mut opts, work, code, digest) = prepare(opts)?;
+    opts.cpu_ab_rounds = opts.cpu_ab_rounds.max(1);
+    cpu_ab(&opts, &work.path, &code, &digest).await
+}
+
 /// The three conditions of a round.
 #[derive(Debug, Clone, Copy)]
 enum Condition {
@@ -131,26 +137,14 @@ enum Condition {
 /// Runs `opts.cpu_ab_rounds` rounds (see the module doc), each CPU
 /// invocation lasting about `opts.cpu_ab_ms`. `dir` is the bench's work
 /// directory.
-pub(super) async fn cpu_ab(
+pub(crate) async fn cpu_ab(
     o: &MixOptions,
     dir: &std::path::Path,
     code: &[CodeFile],
     digest: &str,
 ) -> Result<CpuAbReport, BenchError> {
-    let disk = Node::start(
-        o,
-        &dir.join("ab-disk"),
-        "ab-disk",
-        false,
-        SharingScope::None,
-    )?;
-    let tier = match Node::start(
-        o,
-        &dir.join("ab-tier"),
-        "ab-tier",
-        true,
-        SharingScope::Tenant,
-    ) {
+    let disk = Node::start(o, dir, "ab-disk", false, SharingScope::None)?;
+    let tier = match Node::start(o, dir, "ab-tier", true, SharingScope::Tenant) {
         Ok(n) => n,
         Err(e) => {
             disk.stop().await;
@@ -231,7 +225,5 @@ mod tests {
         assert!((r.change_pct[0] - 10.0).abs() < 1e-9);
         assert!((r.median_pct - 0.0).abs() < 1e-9);
         assert!((r.min_pct + 5.0).abs() < 1e-9 && (r.max_pct - 10.0).abs() < 1e-9);
-        assert!((median(&[1.0, 2.0, 3.0, 4.0]) - 2.5).abs() < 1e-9);
-        assert!(median(&[]).is_nan());
     }
 }

@@ -1,17 +1,46 @@
 //! The issue-5 bench with tiny sizes, so it cannot rot: every scenario runs
 //! through the real process runtime, proxy, launcher and intercept.
+//!
+//! The proxy and the intercept are other crates' artifacts: this test finds
+//! them where the workspace build puts them (`target/<profile>/`), and skips,
+//! loudly, when either is missing. `cargo test -p ephemera-node-agent -p
+//! ephemera-bench` builds the proxy; `cargo build -p ephemera-intercept`
+//! the intercept.
 
-mod common;
+use std::path::PathBuf;
 
-use ephemera_node_agent::bench::{sharing_mix, MixOptions};
+use ephemera_bench::{sharing_mix, MixOptions};
+
+/// `name` in `target/<profile>/`, beside this test binary's `deps/`.
+fn artifact(name: &str, built_by: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let found = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(name))
+        .filter(|p| p.exists());
+    if found.is_none() {
+        eprintln!(
+            "\n!!! {name} is missing next to {}: SKIPPING the bench test. \
+             Build it first: {built_by}\n",
+            exe.display()
+        );
+    }
+    found
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharing_mix_runs_with_tiny_sizes() {
-    let Some(so) = common::intercept_lib() else {
-        eprintln!("!!! SKIPPING the bench test: no intercept library");
+    let (Some(proxy), Some(so)) = (
+        artifact("ephemera-proxy", "cargo build -p ephemera-node-agent"),
+        artifact(
+            "libephemera_intercept.so",
+            "cargo build -p ephemera-intercept",
+        ),
+    ) else {
         return;
     };
-    let mut o = MixOptions::new(env!("CARGO_BIN_EXE_ephemera-proxy"), so);
+    let mut o = MixOptions::new(proxy, so);
     o.io_file_mib = 4;
     o.io_ops = 2000;
     o.cpu_rounds = Some(30);

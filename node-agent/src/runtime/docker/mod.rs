@@ -39,28 +39,33 @@
 //! the host's cgroup tree at `/host/sys/fs/cgroup` (read-only). Without it,
 //! usage is unknown: limits are still applied and OOM kills still detected
 //! (`docker inspect`), and the tier's own safeguard flag still works.
+//!
+//! This file starts containers; `container` is one running container (its
+//! activations, its OOM kills, its limit changed through the engine).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, ContainerUpdateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use ephemera_control_block::{ControlBlock, Counters};
 use ephemera_domain::image;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
 
-use super::process::{cleanup, prepare_dir, proxy_args, run_activation, ProcessOptions};
-use super::{Activation, Instance, InstanceSpec, Limits, Output, RunError, Runtime, RuntimeError};
+use super::process::{cleanup, prepare_dir, proxy_args, ProcessOptions};
+use super::{Instance, InstanceSpec, Runtime, RuntimeError};
 use crate::proxy::client::ProxyClient;
+use container::DockerInstance;
 use ephemera_sys::Cgroup;
+
+mod container;
 
 /// The local image every instance container starts from.
 pub const DEFAULT_IMAGE: &str = image::HOST_ROOTFS_IMAGE;
@@ -203,21 +208,15 @@ impl DockerRuntime {
                 return Err(e);
             }
         };
-        let limits = Arc::new(DockerLimits {
-            docker: self.docker.clone(),
-            container: name.clone(),
+        Ok(Box::new(DockerInstance::new(
+            self.clone(),
+            spec.instance_id.clone(),
+            name,
+            dir,
+            client,
             control,
             cgroup,
-        });
-        Ok(Box::new(DockerInstance {
-            id: spec.instance_id.clone(),
-            name,
-            launcher_pid: client.launcher_pid(),
-            client: Some(client),
-            runtime: self.clone(),
-            dir,
-            limits,
-        }))
+        )))
     }
 
     async fn create_and_connect(
@@ -398,149 +397,5 @@ fn bytes_of(v: Vec<u8>) -> bytes::Bytes {
 impl Runtime for DockerRuntime {
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, RuntimeError>> {
         self.start_inner(spec).boxed()
-    }
-}
-
-/// One running container.
-#[derive(Debug)]
-struct DockerInstance {
-    /// Instance id.
-    id: String,
-    /// Container name.
-    name: String,
-    /// Launcher pid (host pid namespace).
-    launcher_pid: u32,
-    /// The socket to the proxy.
-    client: Option<ProxyClient>,
-    /// For kill/remove/inspect.
-    runtime: DockerRuntime,
-    /// The instance directory.
-    dir: PathBuf,
-    /// Limits and control block.
-    limits: Arc<DockerLimits>,
-}
-
-impl Instance for DockerInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn launcher_pid(&self) -> u32 {
-        self.launcher_pid
-    }
-
-    fn limits(&self) -> Arc<dyn Limits> {
-        self.limits.clone()
-    }
-
-    fn run(&mut self, activation: Activation) -> BoxFuture<'_, Result<Output, RunError>> {
-        async move {
-            match run_activation(&mut self.client, activation).await {
-                Err(RunError::Exited {
-                    status,
-                    stderr_tail,
-                    idle,
-                }) if self.runtime.oom_killed(&self.name).await
-                    || self
-                        .limits
-                        .cgroup
-                        .as_ref()
-                        .is_some_and(|c| c.oom_kills() > 0) =>
-                {
-                    Err(RunError::Exited {
-                        status: format!("{status} (OOM-killed: it exceeded its memory limit)"),
-                        stderr_tail,
-                        idle,
-                    })
-                }
-                other => other,
-            }
-        }
-        .boxed()
-    }
-
-    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
-        async move {
-            let DockerInstance {
-                id,
-                name,
-                client,
-                runtime,
-                dir,
-                ..
-            } = *self;
-            drop(client);
-            runtime.remove(&name).await;
-            cleanup(&dir, None).await;
-            tracing::debug!(instance = %id, container = %name, "container removed");
-        }
-        .boxed()
-    }
-}
-
-/// Limits of a container: `update_container` plus the control block.
-#[derive(Debug)]
-struct DockerLimits {
-    /// The engine.
-    docker: Docker,
-    /// Container name.
-    container: String,
-    /// The control block.
-    control: ControlBlock,
-    /// The container's memory cgroup, read for usage.
-    cgroup: Option<Cgroup>,
-}
-
-impl Limits for DockerLimits {
-    fn set_limit(&self, bytes: u64) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        async move {
-            if let Some(usage) = self.usage() {
-                if bytes < usage {
-                    return Err(RuntimeError::Cgroup(
-                        ephemera_sys::CgroupError::BelowUsage {
-                            path: PathBuf::from(&self.container),
-                            limit: bytes,
-                            usage,
-                        },
-                    ));
-                }
-            }
-            let limit = i64::try_from(bytes).unwrap_or(i64::MAX);
-            let body = ContainerUpdateBody {
-                memory: Some(limit),
-                memory_swap: Some(limit),
-                ..Default::default()
-            };
-            self.docker
-                .update_container(&self.container, body)
-                .await
-                .map_err(docker_err(format!(
-                    "updating the memory limit of {} to {bytes}",
-                    self.container
-                )))?;
-            self.control.set_limit(bytes);
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn announce_limit(&self, bytes: u64) {
-        self.control.set_limit(bytes);
-    }
-
-    fn usage(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::usage)
-    }
-
-    fn max_usage(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::max_usage)
-    }
-
-    fn counters(&self) -> Counters {
-        self.control.counters()
-    }
-
-    fn take_safeguard(&self) -> bool {
-        self.control.take_safeguard()
     }
 }
