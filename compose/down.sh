@@ -38,10 +38,12 @@ if [[ $keep == 0 ]]; then
         if [[ -n "$data_root" && "$d" == */node-* && -d "$d" ]]; then rm -rf -- "$d"; fi
     done
     rm -f -- "$data_root/admin-token"
+    # The cluster CA and every member's certificate: a new cluster, new CA.
+    if [[ -n "$data_root" && -d "$data_root/tls" ]]; then rm -rf -- "$data_root/tls"; fi
     creds="${EPHEMERA_CREDENTIALS:-${HOME:-/root}/.config/ephemera/credentials.json}"
     if [[ -f "$creds" ]]; then
         endpoints=()
-        for i in 1 2 3; do v="EPHEMERA_PORT_CONTROLLER_$i"; endpoints+=("http://127.0.0.1:${!v:-710$i}"); done
+        for i in 1 2 3; do v="EPHEMERA_PORT_CONTROLLER_$i"; endpoints+=("https://127.0.0.1:${!v:-710$i}"); done
         python3 - "$creds" "${endpoints[@]}" <<'PY' || true
 import json, os, sys
 path, endpoints = sys.argv[1], sys.argv[2:]

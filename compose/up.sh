@@ -17,7 +17,7 @@ compose_files=(-f docker-compose.yml)
 if [[ -n "$(docker images -q "ephemera/otel-collector:${EPHEMERA_TAG:-dev}" 2>/dev/null)" ]]; then
     compose_files+=(-f docker-compose.otel.yml)
 fi
-endpoint="${EPHEMERA_UP_ENDPOINT:-http://127.0.0.1:${EPHEMERA_PORT_CONTROLLER_1:-7101}}"
+endpoint="${EPHEMERA_UP_ENDPOINT:-https://127.0.0.1:${EPHEMERA_PORT_CONTROLLER_1:-7101}}"
 timeout="${EPHEMERA_UP_TIMEOUT:-120}"
 data_root="${EPHEMERA_DATA_ROOT:-/var/lib/ephemera}"
 target_dir="${EPHEMERA_TARGET_DIR:-$(cd "$here/.." && pwd)/target-static}"
@@ -37,6 +37,25 @@ done
 # Agent data dirs live at the same path on the host and in the containers.
 for n in "${nodes[@]}"; do mkdir -p "$data_root/$n"; done
 
+# The CLI: the static binary from the build, else the image over the host network.
+cli=("$target_dir/x86_64-unknown-linux-gnu/release/ephemera")
+[[ -x "${cli[0]}" ]] || cli=(docker run --rm --network host -v "$data_root:$data_root" "ephemera/ephemera:${EPHEMERA_TAG:-dev}")
+
+# Credentials: the cluster CA (once) and each member's certificate in its
+# own directory, which only that member's container mounts (read-only, at
+# /tls). Kept across restarts; renewed when close to expiry.
+tls="$data_root/tls"
+"${cli[@]}" cluster init --ca-dir "$tls/ca" >/dev/null || die "creating the cluster CA in $tls/ca"
+for i in 1 2 3; do
+    "${cli[@]}" cluster issue --ca-dir "$tls/ca" --controller "$i" --san "controller-$i" \
+        --out "$tls/controller-$i" >/dev/null || die "issuing controller $i's certificate"
+done
+for n in "${nodes[@]}"; do
+    "${cli[@]}" cluster issue --ca-dir "$tls/ca" --agent "$n" --san "agent-${n#node-}" \
+        --out "$tls/agent-$n" >/dev/null || die "issuing $n's certificate"
+done
+export EPHEMERA_CA="$tls/ca/ca.pem"
+
 # One admin token for the three controllers: EPHEMERA_ADMIN_TOKEN, else the
 # one kept in the data root (down.sh removes it), else a new one. The CLI
 # finds it in its credentials file, under each controller's endpoint.
@@ -51,16 +70,16 @@ export EPHEMERA_ADMIN_TOKEN
 export EPHEMERA_TOKEN="$EPHEMERA_ADMIN_TOKEN"
 creds="${EPHEMERA_CREDENTIALS:-${HOME:-/root}/.config/ephemera/credentials.json}"
 endpoints=()
-for i in 1 2 3; do v="EPHEMERA_PORT_CONTROLLER_$i"; endpoints+=("http://127.0.0.1:${!v:-710$i}"); done
-python3 - "$creds" "$EPHEMERA_ADMIN_TOKEN" "${endpoints[@]}" <<'PY' || log "could not record the token in $creds (use EPHEMERA_TOKEN)"
+for i in 1 2 3; do v="EPHEMERA_PORT_CONTROLLER_$i"; endpoints+=("https://127.0.0.1:${!v:-710$i}"); done
+python3 - "$creds" "$EPHEMERA_ADMIN_TOKEN" "$EPHEMERA_CA" "${endpoints[@]}" <<'PY' || log "could not record the token in $creds (use EPHEMERA_TOKEN)"
 import json, os, sys
-path, token, endpoints = sys.argv[1], sys.argv[2], sys.argv[3:]
+path, token, ca, endpoints = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 try:
     creds = json.load(open(path))
 except (OSError, ValueError):
     creds = {}
 for e in endpoints:
-    creds[e] = token
+    creds[e] = {"token": token, "ca": ca}
 os.makedirs(os.path.dirname(path), exist_ok=True)
 tmp = path + ".tmp"
 with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -71,10 +90,6 @@ PY
 t_up=$SECONDS
 log "starting the cluster (docker-compose -p $project ${compose_files[*]} up -d)"
 docker-compose -p "$project" "${compose_files[@]}" up -d || die "docker-compose up failed; see: docker-compose -p $project logs"
-
-# The CLI: the static binary from the build, else the image over the host network.
-cli=("$target_dir/x86_64-unknown-linux-gnu/release/ephemera")
-[[ -x "${cli[0]}" ]] || cli=(docker run --rm --network host "ephemera/ephemera:${EPHEMERA_TAG:-dev}")
 
 ready() { # prints why not, or nothing when ready
     local json c h
@@ -121,6 +136,7 @@ log "cluster ready in $((SECONDS - t_up))s (total $((SECONDS - t0))s including t
 cat <<EOF
 
   export EPHEMERA_ENDPOINT=$endpoint
-  (the admin token is in $creds for the three endpoints, and in $token_file)
+  (the admin token and the CA are in $creds for the three endpoints; the
+   token is also in $token_file, the CA certificate in $EPHEMERA_CA)
   stop with: $here/down.sh
 EOF

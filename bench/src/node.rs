@@ -63,6 +63,9 @@ impl Node {
                 bin_dir: Some(bin_dir),
             },
             driver.clone(),
+            // Unconfined: the benches measure the tier and the pool, and run
+            // the build's own proxy and intercept wherever they are.
+            None,
         );
         let service = AgentService::new(ServiceParts {
             node_id: format!("bench-{name}"),
@@ -71,6 +74,7 @@ impl Node {
             idle_timeout: Duration::from_secs(3600),
             sharing: scope,
             ledger_dir: None,
+            running: Default::default(),
         });
         Ok(Node {
             service,
@@ -102,14 +106,14 @@ pub(crate) async fn run_one(
         code: code.to_vec(),
     };
     let start = Instant::now();
-    let reply = Agent::run(service, tonic::Request::new(req))
+    let reply = service
+        .run_in_process(req)
         .await
         .map_err(|s| BenchError::Invocation {
             scenario: scenario.into(),
             function: f.name.clone(),
             status: s.to_string(),
-        })?
-        .into_inner();
+        })?;
     Ok((reply, start.elapsed()))
 }
 

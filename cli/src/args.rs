@@ -46,6 +46,10 @@ pub struct Args {
     /// API token (a tenant's, or the admin's); by default the one saved for the endpoint.
     #[arg(long, global = true, env = "EPHEMERA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster CA certificate an `https://` endpoint must present a
+    /// certificate of; by default the one saved for the endpoint.
+    #[arg(long, global = true, env = "EPHEMERA_CA")]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -99,6 +103,12 @@ pub enum BenchCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
+    /// Create the cluster CA (once; an existing one is kept).
+    Init(InitArgs),
+    /// Issue (or renew) a member's certificate into its directory.
+    Issue(IssueArgs),
+    /// Revoke a member's certificate; members refuse it once the list reaches them.
+    Revoke(RevokeArgs),
     /// Add a controller (started without --bootstrap) as a voter.
     AddMember(AddMemberArgs),
     /// Remove a controller from the voters.
@@ -109,6 +119,8 @@ pub enum ClusterCmd {
 pub enum TenantCmd {
     /// Issue a new API token for a tenant (its previous token stops working).
     Token(TokenArgs),
+    /// Set a tenant's quota: memory and concurrent invocations (admin).
+    Quota(QuotaArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +136,9 @@ pub enum FnCmd {
 /// Run a controller and N agents in this process (the embedded default).
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
+    /// Run WITHOUT TLS and without member authentication (prints a warning).
+    #[arg(long)]
+    pub insecure: bool,
     /// Number of node agents.
     #[arg(long, default_value_t = 2)]
     pub agents: usize,
@@ -139,11 +154,21 @@ pub struct DevArgs {
     /// Placement policy: feature-aware, pairing or most-free.
     #[arg(long, default_value = "feature-aware")]
     pub policy: Policy,
+    /// Seconds a placement lives without an agent vouching for it.
+    #[arg(long, default_value_t = 30)]
+    pub lease_secs: u64,
 }
 
 /// Run one controller (a Raft member).
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
+    /// Member certificates: the cluster CA, this member's certificate and key
+    /// (default: `<data-dir>/tls`).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// Run WITHOUT TLS and without member authentication (prints a warning).
+    #[arg(long)]
+    pub insecure: bool,
     /// Raft member id (1, 2, 3, ...).
     #[arg(long)]
     pub id: u64,
@@ -165,6 +190,9 @@ pub struct ControllerArgs {
     /// Seconds of silence after which an agent is marked down.
     #[arg(long, default_value_t = 10)]
     pub node_timeout_secs: u64,
+    /// Seconds a placement lives without an agent vouching for it.
+    #[arg(long, default_value_t = 30)]
+    pub lease_secs: u64,
     /// Build a snapshot (and purge the log) after this many entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
@@ -173,6 +201,13 @@ pub struct ControllerArgs {
 /// Run one node agent (process runtime).
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
+    /// Member certificates: the cluster CA, this member's certificate and key
+    /// (default: `<data-dir>/tls`).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// Run WITHOUT TLS and without member authentication (prints a warning).
+    #[arg(long)]
+    pub insecure: bool,
     /// Node id.
     #[arg(long)]
     pub node_id: String,
@@ -213,6 +248,12 @@ pub struct AgentArgs {
 /// Exit 0 if the agent at --agent answers (for health checks).
 #[derive(clap::Args, Debug)]
 pub struct AgentHealthArgs {
+    /// The agent's own certificate directory (its node certificate answers for it).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// The agent's node id (with --tls-dir).
+    #[arg(long)]
+    pub node_id: Option<String>,
     /// The agent's endpoint.
     #[arg(long, default_value = "http://127.0.0.1:7200")]
     pub agent: String,
@@ -419,4 +460,69 @@ pub struct ListArgs {
     /// Only this tenant.
     #[arg(long, default_value = "")]
     pub tenant: String,
+}
+
+/// Create the cluster CA.
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Where the CA's key and certificate live (keep it private: 0700).
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+}
+
+/// Issue a member's certificate.
+#[derive(clap::Args, Debug)]
+pub struct IssueArgs {
+    /// The cluster CA's directory.
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+    /// A controller's Raft member id.
+    #[arg(long, conflicts_with = "agent", required_unless_present = "agent")]
+    pub controller: Option<u64>,
+    /// An agent's node id.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// A DNS name or IP address the member is reached at (repeatable;
+    /// 127.0.0.1 and localhost are always included).
+    #[arg(long)]
+    pub san: Vec<String>,
+    /// The member's directory (its `--tls-dir`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Issue a new certificate even if the current one is still good (rotation).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Revoke a member's certificate.
+#[derive(clap::Args, Debug)]
+pub struct RevokeArgs {
+    /// The cluster CA's directory.
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+    /// A certificate serial (hex), as `cluster issue` printed it.
+    #[arg(long, required_unless_present_any = ["controller", "agent"])]
+    pub serial: Option<String>,
+    /// Every certificate of this controller.
+    #[arg(long)]
+    pub controller: Option<u64>,
+    /// Every certificate of this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Member directories to copy the updated list into (repeatable).
+    #[arg(long)]
+    pub publish: Vec<PathBuf>,
+}
+
+/// A tenant's quota.
+#[derive(clap::Args, Debug)]
+pub struct QuotaArgs {
+    /// The tenant.
+    pub tenant: String,
+    /// Most memory its active invocations may hold (Σ of their limits).
+    #[arg(long, value_parser = parse_size)]
+    pub memory: u64,
+    /// Most concurrent invocations.
+    #[arg(long)]
+    pub invocations: u64,
 }

@@ -1,7 +1,9 @@
 //! The CLI's tokens, so a user never copies one by hand: a JSON object mapping
-//! a controller endpoint to the token to use there, at `$EPHEMERA_CREDENTIALS`
-//! or `~/.config/ephemera/credentials.json`. `ephemera dev` adds its admin
-//! token for its endpoint when it starts and removes it when it stops.
+//! a controller endpoint to the token to use there (and the cluster CA its
+//! TLS certificate must chain to), at `$EPHEMERA_CREDENTIALS` or
+//! `~/.config/ephemera/credentials.json` (0600). `ephemera dev` adds its
+//! admin token and CA for its endpoint when it starts and removes them when
+//! it stops.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,14 +22,42 @@ pub fn path() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".config/ephemera/credentials.json"))
 }
 
-fn load(path: &std::path::Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+/// What is saved for one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    /// The bearer token.
+    pub token: String,
+    /// The cluster CA certificate file, for an `https://` endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
-fn save(path: &std::path::Path, map: &BTreeMap<String, String>) -> anyhow::Result<()> {
+/// An entry as written by this version (an object) or an older one (the token).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Saved(Saved),
+    Token(String),
+}
+
+fn load(path: &std::path::Path) -> BTreeMap<String, Saved> {
+    let entries: BTreeMap<String, Entry> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|(endpoint, e)| {
+            let saved = match e {
+                Entry::Saved(s) => s,
+                Entry::Token(token) => Saved { token, ca: None },
+            };
+            (endpoint, saved)
+        })
+        .collect()
+}
+
+fn save(path: &std::path::Path, map: &BTreeMap<String, Saved>) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
@@ -46,19 +76,16 @@ fn save(path: &std::path::Path, map: &BTreeMap<String, String>) -> anyhow::Resul
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
-/// The token stored for `endpoint`.
-pub fn lookup(endpoint: &str) -> Option<String> {
+/// What is stored for `endpoint`.
+pub fn lookup(endpoint: &str) -> Option<Saved> {
     load(&path()?).get(endpoint.trim_end_matches('/')).cloned()
 }
 
-/// Stores `token` for `endpoint`; returns the file written.
-pub fn store(endpoint: &str, token: &str) -> anyhow::Result<PathBuf> {
+/// Stores `saved` for `endpoint`; returns the file written.
+pub fn store(endpoint: &str, saved: Saved) -> anyhow::Result<PathBuf> {
     let path = path().context("no credentials file: set HOME or EPHEMERA_CREDENTIALS")?;
     let mut map = load(&path);
-    map.insert(
-        endpoint.trim_end_matches('/').to_string(),
-        token.to_string(),
-    );
+    map.insert(endpoint.trim_end_matches('/').to_string(), saved);
     save(&path, &map)?;
     Ok(path)
 }

@@ -14,12 +14,17 @@ use tokio::sync::watch;
 
 use ephemera_control_plane::auth;
 use ephemera_control_plane::server::{self, ControllerConfig};
+use ephemera_trust::{ClusterCa, Identity, Security};
 
 use crate::{artifacts, credentials};
 
 /// Settings of an embedded cluster.
 #[derive(Debug, Clone)]
 pub struct DevConfig {
+    /// No TLS, no member authentication, no confinement (`--insecure`).
+    pub insecure: bool,
+    /// How long a placement lives without an agent vouching for it.
+    pub lease: Duration,
     /// Number of node agents.
     pub agents: usize,
     /// Root of all state: `controller/` and `agents/node-N/`.
@@ -67,9 +72,18 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the controller to {}", config.listen))?;
     let addr = listener.local_addr()?;
+    ephemera_sys::process::ensure_dir_mode(&config.data_dir, 0o700)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let controller_dir = config.data_dir.join("controller");
-    let mut controller_config = ControllerConfig::single(controller_dir.clone(), addr.to_string());
+    let nodes: Vec<String> = (1..=config.agents).map(|i| format!("node-{i}")).collect();
+    let trust = DevTrust::new(&config, &nodes)?;
+    let mut controller_config = ControllerConfig::single(
+        controller_dir.clone(),
+        addr.to_string(),
+        trust.controller.clone(),
+    );
     controller_config.policy = config.policy;
+    controller_config.lease = config.lease;
     controller_config.admin_token = auth::admin_token(&controller_dir)?;
     let controller = server::start(&controller_config).await?;
     let mut serving = {
@@ -87,27 +101,26 @@ pub async fn run(
         .wait_for_leader(Duration::from_secs(20))
         .await?;
 
-    let endpoint = format!("http://{addr}");
+    let endpoint = trust.controller.url(&addr.to_string());
     let proxy_bin = artifacts::proxy_bin()?;
     let intercept = artifacts::intercept_lib();
     if intercept.is_none() {
         tracing::warn!("libephemera_intercept.so not found: functions run without the memory tier");
     }
     let mut agents = Vec::new();
-    let mut nodes = Vec::new();
-    for i in 1..=config.agents {
-        let node_id = format!("node-{i}");
+    for (node_id, security) in nodes.iter().zip(trust.agents) {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding an agent")?;
-        let agent_addr = format!("http://{}", listener.local_addr()?);
+        let agent_addr = security.url(&listener.local_addr()?.to_string());
         let mut agent = AgentConfig::new(
             node_id.clone(),
-            config.data_dir.join("agents").join(&node_id),
+            config.data_dir.join("agents").join(node_id),
             config.node_memory,
             agent_addr,
             vec![endpoint.clone()],
             proxy_bin.clone(),
+            security,
         );
         agent.intercept_lib = intercept.clone();
         agent.heartbeat_interval = Duration::from_millis(500);
@@ -117,17 +130,12 @@ pub async fn run(
             listener,
             async move { wait_changed(&mut stop).await },
         )));
-        nodes.push(node_id);
     }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let registered = {
-            let state = controller
-                .node
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let state = controller.node.read_state();
             nodes
                 .iter()
                 .all(|n| state.nodes.get(n).is_some_and(|s| s.up))
@@ -144,7 +152,11 @@ pub async fn run(
         }
     }
     // The CLI finds the admin token by itself: no token ceremony in dev.
-    let credentials = credentials::store(&endpoint, &controller_config.admin_token)
+    let saved = credentials::Saved {
+        token: controller_config.admin_token.clone(),
+        ca: trust.ca_pem.clone(),
+    };
+    let credentials = credentials::store(&endpoint, saved)
         .map_err(|e| tracing::warn!(error = %e, "could not save the CLI's token"))
         .ok();
     ready(&DevInfo {
@@ -166,4 +178,43 @@ pub async fn run(
         }
     }
     served
+}
+
+/// The embedded cluster's credentials: one CA and every member's
+/// certificate under `<data-dir>/tls` (0700), made on the first start and
+/// renewed when needed; or nothing with `--insecure`.
+struct DevTrust {
+    controller: Security,
+    agents: Vec<Security>,
+    /// The CA certificate the CLI trusts (`None` when insecure).
+    ca_pem: Option<PathBuf>,
+}
+
+impl DevTrust {
+    fn new(config: &DevConfig, nodes: &[String]) -> anyhow::Result<DevTrust> {
+        if config.insecure {
+            return Ok(DevTrust {
+                controller: Security::insecure("ephemera dev"),
+                agents: nodes.iter().map(|_| Security::Insecure).collect(),
+                ca_pem: None,
+            });
+        }
+        let dir = config.data_dir.join("tls");
+        let ca = ClusterCa::init(&dir)
+            .with_context(|| format!("making the cluster CA in {}", dir.display()))?;
+        let member = |identity: Identity| -> anyhow::Result<Security> {
+            let creds = ca
+                .ensure_member(&identity, &[], &dir)
+                .with_context(|| format!("issuing the certificate of {identity}"))?;
+            Ok(Security::mutual(creds))
+        };
+        Ok(DevTrust {
+            controller: member(Identity::controller(1)?)?,
+            agents: nodes
+                .iter()
+                .map(|n| member(Identity::agent(n)?))
+                .collect::<anyhow::Result<_>>()?,
+            ca_pem: Some(dir.join(ephemera_trust::CA_CERT_FILE)),
+        })
+    }
 }

@@ -18,6 +18,8 @@ use crate::args::{Args, Cmd};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // State, logs, tokens and keys are the owner's alone.
+    ephemera_sys::process::private_umask();
     let service = match args.command {
         Cmd::Dev(_) => Some("ephemera-dev"),
         Cmd::Controller(_) => Some("ephemera-controller"),

@@ -112,6 +112,7 @@ fn tenants_see_and_invoke_only_their_own_functions() {
             "EPHEMERA_CREDENTIALS",
             data.path().join("no-such-file.json"),
         )
+        .env("EPHEMERA_CA", &cluster.ca)
         .env_remove("EPHEMERA_TOKEN")
         .output()
         .unwrap();

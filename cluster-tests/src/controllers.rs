@@ -1,12 +1,33 @@
 //! Controller processes of one Raft group on loopback ports: started from
-//! the workspace's `ephemera` binary with the test admin token, killed,
-//! restarted on their data dirs, asked for their applied state.
+//! the workspace's `ephemera` binary with the test admin token and their
+//! own certificates of the group's CA (mutual TLS between members, TLS for
+//! clients), killed, restarted on their data dirs, asked for their applied
+//! state.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ephemera_proto::v1::controller_client::ControllerClient;
+use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
+use ephemera_trust::{
+    anonymous_endpoint, member_endpoint, ClusterCa, Credentials, Expect, Identity,
+};
+
+/// A channel to the client API at `endpoint` (TLS checked against `ca_pem`,
+/// no client certificate); `timeout` per call.
+pub async fn api_channel(
+    ca_pem: &str,
+    endpoint: &str,
+    timeout: Duration,
+) -> anyhow::Result<Channel> {
+    Ok(anonymous_endpoint(ca_pem, endpoint, &Expect::ClientApi)?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(timeout)
+        .connect()
+        .await?)
+}
 use ephemera_proto::v1::{DumpReply, DumpRequest};
 use tonic::transport::Channel;
 
@@ -32,8 +53,12 @@ pub struct Controllers {
     pub addrs: BTreeMap<u64, String>,
     procs: BTreeMap<u64, Child>,
     snapshot_logs: u64,
-    /// `--node-timeout-secs` of every controller started from now on.
+    /// `--node-timeout-secs` (and `--lease-secs`) of every controller
+    /// started from now on: long by default, since these tests place
+    /// invocations on simulated nodes that never vouch for them.
     pub node_timeout_secs: u64,
+    /// The group's cluster CA.
+    ca: ClusterCa,
 }
 
 impl Controllers {
@@ -49,8 +74,11 @@ impl Controllers {
             .zip(ports)
             .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
             .collect();
+        let data = tempfile::tempdir().expect("tempdir");
+        let ca = ClusterCa::init(&data.path().join("ca")).expect("the cluster CA");
         let mut c = Controllers {
-            data: tempfile::tempdir().expect("tempdir"),
+            ca,
+            data,
             addrs,
             procs: BTreeMap::new(),
             snapshot_logs,
@@ -78,16 +106,26 @@ impl Controllers {
     fn spawn_with(&mut self, id: u64, bootstrap: bool) {
         let members: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
         let addr = &self.addrs[&id];
+        let dir = self.data.path().join(format!("c{id}"));
+        // Its certificate in `<data-dir>/tls`, where the controller looks by default.
+        self.ca
+            .ensure_member(
+                &Identity::controller(id).expect("id"),
+                &[],
+                &dir.join("tls"),
+            )
+            .expect("a controller certificate");
         let child = Command::new(binary("ephemera"))
             .args(["controller", "--id", &id.to_string(), "--listen", addr])
             .arg("--data-dir")
-            .arg(self.data.path().join(format!("c{id}")))
+            .arg(&dir)
             .args(if bootstrap {
                 vec!["--bootstrap".to_string(), members.join(",")]
             } else {
                 vec![]
             })
             .args(["--node-timeout-secs", &self.node_timeout_secs.to_string()])
+            .args(["--lease-secs", &self.node_timeout_secs.to_string()])
             .args(["--snapshot-logs", &self.snapshot_logs.to_string()])
             // Replication errors to a killed peer are expected here.
             .env("EPHEMERA_LOG", "warn,openraft=off")
@@ -148,17 +186,73 @@ impl Controllers {
 
     /// The endpoint URL of member `id`.
     pub fn endpoint(&self, id: u64) -> String {
-        format!("http://{}", self.addrs[&id])
+        format!("https://{}", self.addrs[&id])
+    }
+
+    /// The CA certificate file clients trust (`--ca`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data
+            .path()
+            .join("ca")
+            .join(ephemera_trust::CA_CERT_FILE)
+    }
+
+    /// The `ephemera` CLI aimed at `endpoint` as the admin (token and CA
+    /// in its environment, as a user would set them).
+    pub fn cli(&self, endpoint: &str) -> Command {
+        let mut cmd = Command::new(binary("ephemera"));
+        cmd.env("EPHEMERA_ENDPOINT", endpoint)
+            .env("EPHEMERA_TOKEN", ADMIN_TOKEN)
+            .env("EPHEMERA_CA", self.ca_file());
+        cmd
+    }
+
+    /// The CA certificate clients trust, as PEM.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_file()).expect("the CA certificate")
+    }
+
+    /// A channel to `endpoint` as a client of the API (TLS, no certificate).
+    pub async fn channel(&self, endpoint: &str) -> anyhow::Result<Channel> {
+        api_channel(&self.ca_pem(), endpoint, Duration::from_secs(10)).await
     }
 
     /// A client of member `id`.
     pub async fn client(&self, id: u64) -> anyhow::Result<ControllerClient<Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(self.endpoint(id))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
-        Ok(ControllerClient::new(channel))
+        Ok(ControllerClient::new(
+            self.channel(&self.endpoint(id)).await?,
+        ))
+    }
+
+    /// The credentials of agent `node` (made on first use), in their own
+    /// directory: an agent's `--tls-dir`.
+    pub fn agent_tls(&self, node: &str) -> PathBuf {
+        let dir = self.data.path().join(format!("agent-{node}-tls"));
+        self.ca
+            .ensure_member(&Identity::agent(node).expect("node id"), &[], &dir)
+            .expect("an agent certificate");
+        dir
+    }
+
+    /// A node registry client of member `id` speaking for agent `node`
+    /// (its certificate), as a real agent would.
+    pub async fn registry_as(
+        &self,
+        id: u64,
+        node: &str,
+    ) -> anyhow::Result<NodeRegistryClient<Channel>> {
+        let identity = Identity::agent(node)?;
+        let creds = Credentials::load(&self.agent_tls(node), &identity)?;
+        let channel = member_endpoint(
+            &creds,
+            &self.addrs[&id],
+            &Expect::Identity(Identity::controller(id)?),
+        )?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+        Ok(NodeRegistryClient::new(channel))
     }
 
     /// Member `id`'s applied state.

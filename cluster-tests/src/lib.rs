@@ -13,16 +13,20 @@
 //! Layout:
 //! - [`controllers`]: [`Controllers`], controller processes forming one
 //!   Raft group; [`authed`] requests with [`ADMIN_TOKEN`].
+//! - [`dev`]: [`dev::DevCluster`], the embedded cluster (`ephemera dev`) and
+//!   the CLI against it.
 //! - [`compose`]: the docker-compose cluster, for fault tests.
 //! - here: [`binary`] (the built `ephemera`), [`free_ports`], and waiting
 //!   for a condition ([`wait_for`], [`wait_until`]).
 //!
 //! Tests (`tests/`): `raft_failover` and `membership` (controller
-//! processes), `agents` (agent processes), `compose` (the compose cluster
-//! under faults; `EPHEMERA_SKIP_COMPOSE=1` skips it).
+//! processes), `agents` (agent processes), `attacks` (an attacker against
+//! every surface of the embedded cluster), `compose` (the compose cluster
+//! under faults and attacks; `EPHEMERA_SKIP_COMPOSE=1` skips it).
 
 pub mod compose;
 pub mod controllers;
+pub mod dev;
 
 use std::fmt::Display;
 use std::future::Future;

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ephemera_cluster_tests::{authed, binary, free_ports, wait_for, Controllers, ADMIN_TOKEN};
+use ephemera_cluster_tests::{authed, binary, free_ports, wait_for, Controllers};
 use ephemera_proto::v1::{InvokeRequest, PlaceRequest, StatusReply, StatusRequest};
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ impl Drop for Agent {
     }
 }
 
-fn agent(node: &str, port: u16, controller: &str, dir: &std::path::Path) -> Agent {
+fn agent(controllers: &Controllers, node: &str, port: u16, dir: &std::path::Path) -> Agent {
     Agent(
         Command::new(binary("ephemera"))
             .args([
@@ -30,23 +30,16 @@ fn agent(node: &str, port: u16, controller: &str, dir: &std::path::Path) -> Agen
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
-            .args(["--controller", controller, "--memory", "2GiB"])
+            .args(["--controller", &controllers.endpoint(1), "--memory", "2GiB"])
             .arg("--data-dir")
             .arg(dir.join(node))
+            .arg("--tls-dir")
+            .arg(controllers.agent_tls(node))
             .env("EPHEMERA_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn ephemera agent"),
     )
-}
-
-fn cli(endpoint: &str, args: &[&str]) -> std::process::Output {
-    Command::new(binary("ephemera"))
-        .args(args)
-        .env("EPHEMERA_ENDPOINT", endpoint)
-        .env("EPHEMERA_TOKEN", ADMIN_TOKEN)
-        .output()
-        .expect("run the CLI")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,8 +50,8 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     let data = tempfile::tempdir().unwrap();
     let ports = free_ports(2);
     let mut agents = [
-        Some(agent("node-a", ports[0], &endpoint, data.path())),
-        Some(agent("node-b", ports[1], &endpoint, data.path())),
+        Some(agent(&controllers, "node-a", ports[0], data.path())),
+        Some(agent(&controllers, "node-b", ports[1], data.path())),
     ];
     let code = data.path().join("slow");
     std::fs::create_dir_all(&code).unwrap();
@@ -67,9 +60,9 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
         "import time\n\ndef main(args):\n    time.sleep(float(args.get('sleep', 0)))\n    return {'slept': args.get('sleep', 0)}\n",
     )
     .unwrap();
-    let out = cli(
-        &endpoint,
-        &[
+    let out = controllers
+        .cli(&endpoint)
+        .args([
             "fn",
             "deploy",
             "--tenant",
@@ -82,8 +75,9 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
             "ephemera-python handler.py",
             "--memory",
             "64MiB",
-        ],
-    );
+        ])
+        .output()
+        .expect("run the CLI");
     assert!(
         out.status.success(),
         "{}",
@@ -182,16 +176,17 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
 
     // New invocations go to the survivor.
     for _ in 0..3 {
-        let out = cli(
-            &endpoint,
-            &[
+        let out = controllers
+            .cli(&endpoint)
+            .args([
                 "invoke",
                 "t/slow",
                 "--input",
                 r#"{"sleep": 0}"#,
                 "--details",
-            ],
-        );
+            ])
+            .output()
+            .expect("run the CLI");
         assert!(
             out.status.success(),
             "{}",
@@ -203,7 +198,7 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
 
     // The victim restarts on its data dir: it clears what its killed run left
     // (instance processes and cgroups) and rejoins.
-    agents[index] = Some(agent(&victim, ports[index], &endpoint, data.path()));
+    agents[index] = Some(agent(&controllers, &victim, ports[index], data.path()));
     wait_node(&client, &victim, true).await;
 }
 

@@ -334,6 +334,7 @@ enum Outcome {
 /// Controller clients, connected on demand and dropped on error.
 struct Clients {
     endpoints: BTreeMap<u64, String>,
+    ca: String,
     token: String,
     conns: BTreeMap<u64, Client>,
 }
@@ -342,13 +343,20 @@ impl Clients {
     fn new(c: &ComposeCluster) -> Clients {
         Clients {
             endpoints: CONTROLLERS.iter().map(|&id| (id, c.endpoint(id))).collect(),
+            ca: c.ca_pem(),
             token: c.token.clone(),
             conns: BTreeMap::new(),
         }
     }
 
     async fn connect(&self, id: u64) -> anyhow::Result<Client> {
-        compose::connect(&self.endpoints[&id], &self.token, Duration::from_secs(30)).await
+        compose::connect(
+            &self.endpoints[&id],
+            &self.ca,
+            &self.token,
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// Invokes `req`, trying the controllers in turn from `turn`, reusing the

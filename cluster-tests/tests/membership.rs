@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use ephemera_cluster_tests::{authed, binary, Controllers, ADMIN_TOKEN};
+use ephemera_cluster_tests::{authed, Controllers};
 use ephemera_proto::v1::{CodeFile, DeployRequest, FunctionSpec, PlaceRequest};
 
-fn cli(endpoint: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(binary("ephemera"))
+fn cli(cluster: &Controllers, endpoint: &str, args: &[&str]) -> String {
+    let out = cluster
+        .cli(endpoint)
         .args(args)
-        .env("EPHEMERA_ENDPOINT", endpoint)
-        .env("EPHEMERA_TOKEN", ADMIN_TOKEN)
         .output()
         .expect("run the CLI");
     assert!(
@@ -64,6 +63,7 @@ async fn add_a_controller_then_remove_the_leader() {
     cluster.spawn_joining(4);
     let addr4 = cluster.addrs[&4].clone();
     let out = cli(
+        &cluster,
         &cluster.endpoint(follower),
         &["cluster", "add-member", "--id", "4", "--addr", &addr4],
     );
@@ -71,6 +71,7 @@ async fn add_a_controller_then_remove_the_leader() {
     cluster.converged().await;
 
     let out = cli(
+        &cluster,
         &cluster.endpoint(4),
         &["cluster", "remove-member", "--id", &leader.to_string()],
     );

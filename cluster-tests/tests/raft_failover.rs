@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ephemera_cluster_tests::controllers::api_channel;
 use ephemera_cluster_tests::{authed, wait_for, Controllers};
-use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
 use ephemera_proto::v1::{
     CodeFile, DeployRequest, FunctionSpec, PlaceRequest, RegisterNodeRequest, ReleaseRequest,
+    SetQuotaRequest,
 };
 use serde_json::Value;
 
@@ -21,13 +22,12 @@ const NODES: usize = 4;
 
 /// Registers fake nodes and deploys one function, through member `via`.
 async fn setup(cluster: &Controllers, via: u64) {
-    let channel = tonic::transport::Endpoint::from_shared(cluster.endpoint(via))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut registry = NodeRegistryClient::new(channel);
     for i in 1..=NODES {
+        // Each node speaks with its own certificate.
+        let mut registry = cluster
+            .registry_as(via, &format!("node-{i}"))
+            .await
+            .expect("a registry client");
         registry
             .register_node(RegisterNodeRequest {
                 node_id: format!("node-{i}"),
@@ -45,6 +45,18 @@ async fn setup(cluster: &Controllers, via: u64) {
         memory_bytes: 256 << 20,
         ..Default::default()
     };
+    // These tests hold thousands of placements: room for all of them.
+    cluster
+        .client(via)
+        .await
+        .unwrap()
+        .set_quota(authed(SetQuotaRequest {
+            tenant: TENANT.into(),
+            memory_bytes: 1 << 50,
+            invocations: 1_000_000,
+        }))
+        .await
+        .expect("the admin raises the tenant's quota");
     let code = vec![CodeFile {
         path: "main.sh".into(),
         mode: 0o755,
@@ -77,12 +89,16 @@ impl Acked {
     /// Starts `clients` concurrent [`churn`]s of `each` ids through `endpoints`.
     fn churn(
         &self,
+        ca_pem: &str,
         endpoints: &Arc<Mutex<Vec<String>>>,
         clients: usize,
         each: usize,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..clients)
-            .map(|w| tokio::spawn(churn(endpoints.clone(), w, each, self.clone())))
+            .map(|w| {
+                let ca = ca_pem.to_string();
+                tokio::spawn(churn(ca, endpoints.clone(), w, each, self.clone()))
+            })
             .collect()
     }
 
@@ -97,7 +113,13 @@ impl Acked {
 
 /// Places (and, for two ids in three, releases) until acknowledged, trying
 /// the members in turn; retries reuse the id, which Raft applies once.
-async fn churn(cluster: Arc<Mutex<Vec<String>>>, worker: usize, count: usize, acked: Acked) {
+async fn churn(
+    ca_pem: String,
+    cluster: Arc<Mutex<Vec<String>>>,
+    worker: usize,
+    count: usize,
+    acked: Acked,
+) {
     let mut turn = worker;
     let mut clients: BTreeMap<
         String,
@@ -120,13 +142,7 @@ async fn churn(cluster: Arc<Mutex<Vec<String>>>, worker: usize, count: usize, ac
                 let endpoint = endpoints[turn % endpoints.len()].clone();
                 let client = match clients.get(&endpoint) {
                     Some(c) => c.clone(),
-                    None => match tonic::transport::Endpoint::from_shared(endpoint.clone())
-                        .unwrap()
-                        .connect_timeout(Duration::from_millis(500))
-                        .timeout(Duration::from_secs(5))
-                        .connect()
-                        .await
-                    {
+                    None => match api_channel(&ca_pem, &endpoint, Duration::from_secs(5)).await {
                         Ok(ch) => {
                             let c =
                                 ephemera_proto::v1::controller_client::ControllerClient::new(ch);
@@ -261,7 +277,7 @@ async fn leader_sigkill_under_load_loses_and_doubles_nothing() {
             .collect::<Vec<_>>(),
     ));
     let acked = Acked::default();
-    let workers = acked.churn(&endpoints, 6, 450);
+    let workers = acked.churn(&cluster.ca_pem(), &endpoints, 6, 450);
 
     // Kill the leader mid-stream.
     wait_for(
@@ -311,7 +327,7 @@ async fn lagging_follower_catches_up_by_snapshot_and_restart_after_purge_keeps_s
 
     let endpoints = Arc::new(Mutex::new(vec![cluster.endpoint(leader)]));
     let acked = Acked::default();
-    let workers = acked.churn(&endpoints, 4, 300);
+    let workers = acked.churn(&cluster.ca_pem(), &endpoints, 4, 300);
     for w in workers {
         w.await.expect("client worker");
     }
@@ -367,15 +383,13 @@ async fn a_resumed_registration_keeps_placements_and_a_fresh_one_releases_them()
         .into_inner()
         .node_id;
     let register = |resumed: bool| {
-        let (endpoint, node) = (cluster.endpoint(leader), node.clone());
+        let (cluster, node) = (&cluster, node.clone());
         async move {
-            let channel = tonic::transport::Endpoint::from_shared(endpoint)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
             let addr = format!("sim://{node}");
-            NodeRegistryClient::new(channel)
+            cluster
+                .registry_as(leader, &node)
+                .await
+                .expect("a registry client")
                 .register_node(RegisterNodeRequest {
                     node_id: node,
                     addr,

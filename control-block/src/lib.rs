@@ -13,8 +13,14 @@
 //! the `cdylib` can link it safely.
 //!
 //! - [`Slot`]: the index of each word and what it holds.
-//! - [`ControlBlock`]: the agent's safe, owned mapping of a block.
+//! - [`ControlBlock`]: a safe, owned mapping of a block, for the processes
+//!   inside an instance (the proxy) and `ephemera run`.
 //! - [`Counters`]: a snapshot of the tier's counters.
+//! - [`ControlFile`]: the agent's view, read and written without a mapping.
+
+mod file;
+
+pub use file::ControlFile;
 
 use std::fs::OpenOptions;
 use std::io;

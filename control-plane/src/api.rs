@@ -9,6 +9,7 @@ use ephemera_domain::Reason;
 use ephemera_proto::v1 as pb;
 use ephemera_proto::v1::controller_server::Controller as ControllerService;
 use ephemera_proto::v1::node_registry_server::NodeRegistry;
+use ephemera_trust::{Peer, PeerVerifier};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, Principal};
@@ -19,13 +20,21 @@ use crate::raft::WriteError;
 #[derive(Debug, Clone)]
 pub struct Api {
     controller: Arc<Controller>,
+    /// Clients: bearer tokens.
     auth: Authenticator,
+    /// Agents: their node certificates.
+    members: PeerVerifier,
 }
 
 impl Api {
-    /// Serves `controller`, authenticating clients with `auth`.
-    pub fn new(controller: Arc<Controller>, auth: Authenticator) -> Self {
-        Api { controller, auth }
+    /// Serves `controller`, authenticating clients with `auth` and agents
+    /// with `members`.
+    pub fn new(controller: Arc<Controller>, auth: Authenticator, members: PeerVerifier) -> Self {
+        Api {
+            controller,
+            auth,
+            members,
+        }
     }
 
     fn membership_reply(
@@ -62,6 +71,20 @@ impl ControllerService for Api {
         let tenant = req.into_inner().tenant;
         let token = self.controller.issue_token(&tenant).await?;
         Ok(Response::new(pb::IssueTokenReply { tenant, token }))
+    }
+
+    async fn set_quota(
+        &self,
+        req: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::SetQuotaReply>, Status> {
+        self.caller(&req)?.check_admin("setting a tenant's quota")?;
+        let req = req.into_inner();
+        let quota = ephemera_storage::Quota {
+            memory_bytes: req.memory_bytes,
+            invocations: req.invocations,
+        };
+        self.controller.set_quota(&req.tenant, quota).await?;
+        Ok(Response::new(pb::SetQuotaReply {}))
     }
 
     async fn add_member(
@@ -188,7 +211,17 @@ impl ControllerService for Api {
         let span = self.controller.invoke_span(req.get_ref(), req.metadata());
         let req = req.into_inner();
         who.check_tenant(&req.tenant)?;
-        let reply = tracing::Instrument::instrument(self.controller.invoke(req), span).await?;
+        // Its own task: a caller that goes away (cancels, times out,
+        // disconnects) does not cut the invocation short between its
+        // placement and its release; the reservation always comes back.
+        let controller = self.controller.clone();
+        let invocation = tokio::spawn(tracing::Instrument::instrument(
+            async move { controller.invoke(req).await },
+            span,
+        ));
+        let reply = invocation
+            .await
+            .map_err(|e| Status::internal(format!("the invocation task failed: {e}")))??;
         Ok(Response::new(reply))
     }
 
@@ -209,6 +242,8 @@ impl NodeRegistry for Api {
         &self,
         req: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeReply>, Status> {
+        // Only the agent holding this node's certificate may register it.
+        self.members.require_agent(&req, &req.get_ref().node_id)?;
         let req = req.into_inner();
         self.controller
             .register_node(req.node_id, req.addr, req.memory_bytes, req.resumed)
@@ -220,7 +255,14 @@ impl NodeRegistry for Api {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
-        let known = self.controller.heartbeat(&req.into_inner().node_id).await?;
+        // An agent heartbeats for its own node; a follower forwards a
+        // heartbeat to the leader with its controller certificate.
+        let node_id = &req.get_ref().node_id;
+        if !matches!(self.members.peer(&req)?, Some(Peer::Controller(_))) {
+            self.members.require_agent(&req, node_id)?;
+        }
+        let req = req.into_inner();
+        let known = self.controller.heartbeat(&req.node_id, req.running).await?;
         Ok(Response::new(pb::HeartbeatReply { known }))
     }
 }

@@ -37,6 +37,20 @@ pub enum ClientError {
     /// The token cannot travel in an HTTP header.
     #[error("the token holds characters that cannot be sent")]
     Token,
+    /// An `https://` endpoint, and no CA to check its certificate against.
+    #[error("{endpoint} serves TLS: give the cluster CA (--ca or EPHEMERA_CA)")]
+    NoCa {
+        /// As given.
+        endpoint: String,
+    },
+    /// The CA or the TLS settings are unusable.
+    #[error("TLS to {endpoint}: {source}")]
+    Tls {
+        /// As given.
+        endpoint: String,
+        /// Why.
+        source: ephemera_trust::TrustError,
+    },
 }
 
 /// Adds `authorization: Bearer TOKEN` to every request (nothing without a token).
@@ -67,17 +81,30 @@ impl tonic::service::Interceptor for BearerToken {
 }
 
 /// Connects to the controller at `endpoint`; `timeout` bounds each call.
+/// An `https://` endpoint needs `ca_pem`, the cluster CA the controller's
+/// certificate must chain to; an `http://` one is plain text (a controller
+/// started with `--insecure`).
 pub async fn connect_channel(
     endpoint: &str,
+    ca_pem: Option<&str>,
     timeout: Option<Duration>,
 ) -> Result<Channel, ClientError> {
-    let mut e = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|source| ClientError::Endpoint {
+    let e = if endpoint.starts_with("https://") {
+        let ca = ca_pem.ok_or_else(|| ClientError::NoCa {
+            endpoint: endpoint.to_string(),
+        })?;
+        ephemera_trust::anonymous_endpoint(ca, endpoint, &ephemera_trust::Expect::ClientApi)
+            .map_err(|source| ClientError::Tls {
+                endpoint: endpoint.to_string(),
+                source,
+            })?
+    } else {
+        Endpoint::from_shared(endpoint.to_string()).map_err(|source| ClientError::Endpoint {
             endpoint: endpoint.to_string(),
             source,
         })?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
+    };
+    let mut e = e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
     if let Some(t) = timeout {
         e = e.timeout(t);
     }
@@ -96,11 +123,13 @@ pub fn with_token(channel: Channel, token: Option<&str>) -> Result<Client, Clien
     )
 }
 
-/// Connects to the controller at `endpoint` with `token`.
+/// Connects to the controller at `endpoint` (trusting `ca_pem` for
+/// `https://`) with `token`.
 pub async fn connect(
     endpoint: &str,
+    ca_pem: Option<&str>,
     token: Option<&str>,
     timeout: Option<Duration>,
 ) -> Result<Client, ClientError> {
-    with_token(connect_channel(endpoint, timeout).await?, token)
+    with_token(connect_channel(endpoint, ca_pem, timeout).await?, token)
 }

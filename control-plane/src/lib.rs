@@ -17,6 +17,7 @@
 //! - [`raft`]: the Raft member, its transport, group commit, forwarding.
 //! - [`channels`]: one cached channel per peer and agent address.
 //! - [`liveness`]: agents' heartbeats; silent agents are marked down.
+//! - [`leases`]: placements live while an agent vouches for them.
 //! - [`convert`]: wire types to and from the replicated records.
 //! - [`client`]: a token-carrying client of the controller API.
 //! - [`bench`]: `ephemera bench scheduler|placements`.
@@ -28,6 +29,7 @@ pub mod channels;
 pub mod client;
 pub mod controller;
 pub mod convert;
+pub mod leases;
 pub mod liveness;
 pub mod raft;
 pub mod server;

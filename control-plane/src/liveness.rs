@@ -1,6 +1,7 @@
-//! Agent liveness. Agents heartbeat the leader; the leader marks an agent
-//! down (a Raft command, which releases its placements) when it has not heard
-//! from it for the timeout. A new leader gives every agent a full timeout from
+//! Agent liveness and placement leases. Agents heartbeat the leader; the
+//! leader marks an agent down (a Raft command, which releases its
+//! placements) when it has not heard from it for the timeout, and releases
+//! each placement no agent has vouched for within its lease (`leases`). A new leader gives every agent a full timeout from
 //! the moment it took over, since the old leader's records died with it.
 //! The mark is proposed only while this controller leads (never forwarded).
 
@@ -43,7 +44,8 @@ impl Liveness {
     }
 }
 
-/// Marks silent agents down while this controller leads, until `shutdown`.
+/// Marks silent agents down and releases expired placements while this
+/// controller leads, until `shutdown`.
 pub async fn run(controller: Arc<Controller>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let liveness = controller.liveness.clone();
     let tick = (liveness.timeout / 4).max(Duration::from_millis(100));
@@ -83,6 +85,21 @@ pub async fn run(controller: Arc<Controller>, mut shutdown: tokio::sync::watch::
                 .unwrap_or(Err(WriteError::NoLeader));
             if let Err(e) = outcome {
                 tracing::warn!(node = %node_id, error = %e, "could not mark the agent down");
+            }
+        }
+        let expired = controller
+            .leases
+            .expired(&controller.node.read_state(), since);
+        for invocation_id in expired {
+            tracing::warn!(%invocation_id, lease = ?controller.leases.duration, "placement not vouched for by any agent; releasing it");
+            let release = controller.node.write_as_leader(Command::Complete {
+                invocation_id: invocation_id.clone(),
+            });
+            let outcome = tokio::time::timeout(liveness.timeout, release)
+                .await
+                .unwrap_or(Err(WriteError::NoLeader));
+            if let Err(e) = outcome {
+                tracing::warn!(%invocation_id, error = %e, "could not release the expired placement");
             }
         }
     }

@@ -4,9 +4,16 @@
 //! shutdown stops every instance before the server drains.
 //!
 //! Data directory (absolute: its paths are handed to proxies and mounted
-//! in containers): `instances/` (one directory per instance; a previous
-//! run's are removed), `bin/` (the Python launcher), `code/` (the code
-//! cache) and `ledger/` (one pool per tenant).
+//! in containers; 0711, so instances can reach their own files below it
+//! and list nothing): `instances/` (one directory per instance, owned by
+//! its tenant's uid; a previous run's are removed), `bin/` (the Python
+//! launcher, and copies of the proxy and intercept that instances run),
+//! `code/` (the code cache, read-only to instances), and, private to the
+//! agent, `ledger/` (one pool per tenant) and `uids` (tenant → uid).
+//!
+//! When the data directory cannot be reached by other users (a parent is
+//! 0700, e.g. under `/root`), the process runtime keeps `instances/`,
+//! `code/` and `bin/` under `/var/tmp/ephemera/<node>` instead.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -21,16 +28,20 @@ use tokio::sync::{oneshot, watch};
 use crate::config::{AgentConfig, RuntimeKind, SharingScope};
 use crate::ledger::Ledger;
 use crate::registry::{self, Registration};
+use crate::running::Running;
+use crate::runtime::confine::Confinement;
 use crate::runtime::docker::{self, DockerOptions, DockerRuntime};
 use crate::runtime::process::{ProcessOptions, ProcessRuntime};
 use crate::runtime::Runtime;
 use crate::service::{AgentService, ServiceParts};
+use ephemera_sys::process::ensure_dir_mode;
+use ephemera_trust::Role;
 
 /// The Python action-loop launcher, written to `<data_dir>/bin/`.
 pub const EPHEMERA_PYTHON: &str = include_str!("launcher/ephemera-python");
 
 /// Largest gRPC message the agent accepts (code travels in `Run`).
-pub const MAX_MESSAGE: usize = 96 << 20;
+pub const MAX_MESSAGE: usize = ephemera_trust::limits::AGENT_MAX_MESSAGE;
 
 /// Writes the Python launcher into `bin_dir` (created if missing), where the
 /// runtimes put it on the launcher's `PATH`; returns its path.
@@ -55,11 +66,20 @@ pub async fn run(
     config.data_dir = std::path::absolute(&config.data_dir)
         .with_context(|| format!("resolving {}", config.data_dir.display()))?;
     let data = &config.data_dir;
-    let instances_dir = data.join("instances");
-    let bin_dir = data.join("bin");
     let ledger_dir = data.join("ledger");
-    for d in [&instances_dir, &bin_dir, &ledger_dir, &data.join("code")] {
-        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    ensure_dir_mode(data, 0o711).with_context(|| format!("creating {}", data.display()))?;
+    ensure_dir_mode(&ledger_dir, 0o700)
+        .with_context(|| format!("creating {}", ledger_dir.display()))?;
+    let root = instance_root(&config)?;
+    let instances_dir = root.join("instances");
+    let bin_dir = root.join("bin");
+    let code_dir = root.join("code");
+    for (d, mode) in [
+        (&instances_dir, 0o711),
+        (&code_dir, 0o711),
+        (&bin_dir, 0o755),
+    ] {
+        ensure_dir_mode(d, mode).with_context(|| format!("creating {}", d.display()))?;
     }
     // Logs of a previous run's instances.
     if let Ok(entries) = fs::read_dir(&instances_dir) {
@@ -69,23 +89,31 @@ pub async fn run(
     }
     install_launcher(&bin_dir)
         .with_context(|| format!("installing the Python launcher in {}", bin_dir.display()))?;
+    let confinement = if config.confine {
+        Some(Arc::new(Confinement::new(data, &config.cgroup_name())?))
+    } else {
+        tracing::warn!(node = %config.node_id, "instances are NOT confined (--insecure): functions run as the agent's user and see what it sees");
+        None
+    };
     let paths = ProcessOptions {
         instances_dir,
         proxy_bin: config.proxy_bin.clone(),
         intercept_lib: None,
         bin_dir: Some(bin_dir),
     };
-    let (runtime, driver) = build_runtime(&config, paths).await?;
+    let (runtime, driver) = build_runtime(&config, paths, confinement.clone()).await?;
 
     restore_ledgers(&ledger_dir, config.sharing);
 
+    let running = Running::default();
     let service = AgentService::new(ServiceParts {
         node_id: config.node_id.clone(),
         runtime,
-        code_dir: data.join("code"),
+        code_dir,
         idle_timeout: config.idle_timeout,
         sharing: config.sharing,
         ledger_dir: Some(ledger_dir),
+        running: running.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -96,6 +124,8 @@ pub async fn run(
             memory_bytes: config.memory_bytes,
             endpoints: config.controller_endpoints.clone(),
             interval: config.heartbeat_interval,
+            security: config.security.clone(),
+            running,
         },
         stop_rx,
     ));
@@ -113,14 +143,24 @@ pub async fn run(
     }
     let addr = listener.local_addr().ok();
     tracing::info!(node = %config.node_id, ?addr, advertise = %config.advertise_addr, "node agent serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
-        .add_service(
-            AgentServer::new(service.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(incoming, async move {
+    // Cluster members only: a controller (or this node itself, for its
+    // health check) with a certificate of the cluster CA.
+    let members = config.security.verifier();
+    let agent = tonic::service::interceptor::InterceptedService::new(
+        AgentServer::new(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        members.require_any(&[Role::Controller, Role::Agent]),
+    );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = config.security.server_tls_mutual() {
+        builder = builder
+            .tls_config(tls)
+            .context("configuring the agent's TLS")?;
+    }
+    let served = builder
+        .add_service(agent)
+        .serve_with_incoming_shutdown(ephemera_sys::net::nodelay_incoming(listener), async move {
             let _ = server_stop_rx.await;
         })
         .await;
@@ -130,6 +170,15 @@ pub async fn run(
     service.shutdown().await;
     if let Some(d) = driver {
         d.remove_base();
+    }
+    if let Some(c) = confinement {
+        c.remove_base();
+    }
+    if root != *data {
+        // The /var/tmp root belongs to this run of this agent alone.
+        if let Err(e) = fs::remove_dir_all(&root) {
+            tracing::warn!(root = %root.display(), "could not remove the instance root: {e}");
+        }
     }
     tracing::info!(node = %config.node_id, "node agent stopped");
     served.context("serving the Agent service")
@@ -142,6 +191,7 @@ pub async fn run(
 async fn build_runtime(
     config: &AgentConfig,
     mut paths: ProcessOptions,
+    confinement: Option<Arc<Confinement>>,
 ) -> anyhow::Result<(Arc<dyn Runtime>, Option<Arc<Driver>>)> {
     // With an instance image, the proxy, intercept and launcher are the image's.
     let image_mode = config.runtime == RuntimeKind::Docker && config.instance_image.is_some();
@@ -160,11 +210,22 @@ async fn build_runtime(
     if !image_mode && !config.proxy_bin.exists() {
         anyhow::bail!("proxy binary {} does not exist", config.proxy_bin.display());
     }
+    if !image_mode {
+        // Instances run the agent's copies in `bin/`: reachable by their
+        // uids wherever the build put the originals, and unchangeable by them.
+        if let Some(bin) = paths.bin_dir.clone() {
+            paths.proxy_bin = install_copy(&config.proxy_bin, &bin)?;
+            paths.intercept_lib = paths
+                .intercept_lib
+                .map(|so| install_copy(&so, &bin))
+                .transpose()?;
+        }
+    }
     Ok(match config.runtime {
         RuntimeKind::Process => {
             let driver = Arc::new(Driver::detect(&config.cgroup_name()));
             driver.cleanup_stale();
-            let rt = ProcessRuntime::new(paths, driver.clone());
+            let rt = ProcessRuntime::new(paths, driver.clone(), confinement);
             (Arc::new(rt), Some(driver))
         }
         RuntimeKind::Docker => {
@@ -174,6 +235,7 @@ async fn build_runtime(
                 instance_image: config.instance_image.clone(),
                 network: config.docker_network.clone(),
                 owner: config.cgroup_name(),
+                confinement,
             })?;
             if !rt.available().await {
                 anyhow::bail!(
@@ -211,4 +273,48 @@ fn restore_ledgers(dir: &Path, scope: SharingScope) {
             Err(e) => tracing::warn!("{e}"),
         }
     }
+}
+
+/// Where instances' files live: the data directory when every user can
+/// reach it (what the docker runtime needs: its containers mount these paths
+/// as the agent sees them), else `/var/tmp/ephemera/<node>` for the process
+/// runtime, whose instances run under tenant uids.
+fn instance_root(config: &AgentConfig) -> anyhow::Result<PathBuf> {
+    let data = &config.data_dir;
+    if !config.confine || config.runtime == RuntimeKind::Docker || searchable_by_all(data) {
+        return Ok(data.clone());
+    }
+    let root = Path::new("/var/tmp/ephemera").join(config.cgroup_name());
+    ensure_dir_mode(Path::new("/var/tmp/ephemera"), 0o711)
+        .and_then(|()| ensure_dir_mode(&root, 0o711))
+        .with_context(|| format!("creating {}", root.display()))?;
+    tracing::warn!(
+        data = %data.display(),
+        instances = %root.display(),
+        "the data dir is not reachable by other users; instances live under /var/tmp instead"
+    );
+    Ok(root)
+}
+
+/// Whether every directory from `/` down to `dir` lets others search it.
+fn searchable_by_all(dir: &Path) -> bool {
+    dir.ancestors()
+        .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// Puts `file` into `dir` under its own name (a hard link, else a copy),
+/// readable and executable by all; returns the new path.
+fn install_copy(file: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} has no file name", file.display()))?;
+    let dest = dir.join(name);
+    let _ = fs::remove_file(&dest);
+    if fs::hard_link(file, &dest).is_err() {
+        fs::copy(file, &dest)
+            .with_context(|| format!("copying {} to {}", file.display(), dest.display()))?;
+    }
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", dest.display()))?;
+    Ok(dest)
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ephemera_trust::Security;
+
 /// Which container runtime starts function instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RuntimeKind {
@@ -77,6 +79,13 @@ pub struct AgentConfig {
     /// and the agent's own `proxy_bin`/`intercept_lib` (see
     /// [`crate::runtime::docker`]).
     pub instance_image: Option<String>,
+    /// This node's certificate and the cluster CA: the Agent service admits
+    /// controllers only, and the agent registers as this node alone.
+    /// `Security::Insecure` only with `--insecure`.
+    pub security: Security,
+    /// Run each instance under its tenant's uid, sandboxed (see
+    /// [`crate::runtime::confine`]); off only with `--insecure`.
+    pub confine: bool,
 }
 
 impl AgentConfig {
@@ -89,6 +98,7 @@ impl AgentConfig {
         advertise_addr: impl Into<String>,
         controller_endpoints: Vec<String>,
         proxy_bin: impl Into<PathBuf>,
+        security: Security,
     ) -> Self {
         AgentConfig {
             node_id: node_id.into(),
@@ -104,6 +114,8 @@ impl AgentConfig {
             sharing: SharingScope::Tenant,
             docker_network: "none".into(),
             instance_image: None,
+            confine: !security.is_insecure(),
+            security,
         }
     }
 

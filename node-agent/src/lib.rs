@@ -40,6 +40,7 @@ pub mod ledger;
 pub mod pool;
 pub mod proxy;
 pub mod registry;
+pub mod running;
 pub mod runtime;
 pub mod service;
 pub mod tenant;

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
 use ephemera_proto::v1::{HeartbeatRequest, RegisterNodeRequest};
+use ephemera_trust::limits::REGISTRY_MAX_MESSAGE;
+use ephemera_trust::{Expect, Role, Security};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::running::Running;
 
 /// Who we are, as the controller sees us.
 #[derive(Debug, Clone)]
@@ -23,6 +27,11 @@ pub struct Registration {
     pub endpoints: Vec<String>,
     /// Heartbeat period.
     pub interval: Duration,
+    /// Our node certificate (controllers accept registrations and
+    /// heartbeats only from the holder of the node's certificate).
+    pub security: Security,
+    /// The invocations running here, listed in every heartbeat.
+    pub running: Running,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -70,6 +79,7 @@ pub async fn maintain(reg: Registration, mut stop: watch::Receiver<bool>) {
             Some(c) => {
                 let hb = HeartbeatRequest {
                     node_id: reg.node_id.clone(),
+                    running: reg.running.list(),
                 };
                 match tokio::time::timeout(Duration::from_secs(5), c.heartbeat(hb)).await {
                     Ok(Ok(r)) if r.get_ref().known => true,
@@ -120,15 +130,20 @@ async fn register(
     resumed: bool,
 ) -> Result<NodeRegistryClient<Channel>, String> {
     let ep = &reg.endpoints[index % reg.endpoints.len()];
-    let endpoint = Endpoint::from_shared(ep.clone())
-        .map_err(|e| format!("bad endpoint {ep:?}: {e}"))?
+    // Any controller of the cluster will do: it forwards to the leader.
+    let endpoint = reg
+        .security
+        .member_endpoint(ep, &Expect::Role(Role::Controller))
+        .map_err(|e| format!("endpoint {ep:?}: {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10));
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let mut client = NodeRegistryClient::new(channel);
+    let mut client = NodeRegistryClient::new(channel)
+        .max_decoding_message_size(REGISTRY_MAX_MESSAGE)
+        .max_encoding_message_size(REGISTRY_MAX_MESSAGE);
     client
         .register_node(RegisterNodeRequest {
             node_id: reg.node_id.clone(),

@@ -12,6 +12,7 @@ use ephemera_proto::v1::node_registry_server::{NodeRegistry, NodeRegistryServer}
 use ephemera_proto::v1::{
     HeartbeatReply, HeartbeatRequest, RegisterNodeReply, RegisterNodeRequest,
 };
+use ephemera_trust::Identity;
 use tonic::{Request, Response, Status};
 
 #[derive(Default)]
@@ -61,10 +62,10 @@ async fn wait_for(what: &str, fake: &FakeController, cond: impl Fn(&Seen) -> boo
 async fn registers_when_the_controller_appears_and_again_when_forgotten() {
     // A port nobody listens on yet.
     let port = ephemera_sys::net::free_ports(1).expect("a free port")[0];
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("https://127.0.0.1:{port}");
 
     let agent = TestAgent::start_with("test-registry", |c| {
-        c.controller_endpoints = vec!["http://127.0.0.1:1".into(), endpoint.clone()];
+        c.controller_endpoints = vec!["https://127.0.0.1:1".into(), endpoint.clone()];
         c.heartbeat_interval = Duration::from_millis(50);
         c.memory_bytes = 8 << 30;
     })
@@ -76,8 +77,12 @@ async fn registers_when_the_controller_appears_and_again_when_forgotten() {
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // A controller of the agent's cluster (the agent checks it is one).
+    let controller = common::member(&agent.tls, Identity::controller(1).unwrap());
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .tls_config(ephemera_trust::server_tls(&controller))
+            .unwrap()
             .add_service(NodeRegistryServer::new(fake.clone()))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -93,7 +98,7 @@ async fn registers_when_the_controller_appears_and_again_when_forgotten() {
         let r = &s.registrations[0];
         assert_eq!(r.node_id, "test-registry");
         assert_eq!(r.memory_bytes, 8 << 30);
-        assert!(r.addr.starts_with("http://127.0.0.1:"), "{}", r.addr);
+        assert!(r.addr.starts_with("https://127.0.0.1:"), "{}", r.addr);
         assert!(!r.resumed, "a fresh agent's placements are stale: {r:?}");
     }
     wait_for("heartbeats", &fake, |s| s.heartbeats >= 3).await;

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
-use crate::state::{FunctionRecord, Profile};
+use crate::state::{FunctionRecord, Profile, Quota};
 
 /// One replicated change to the cluster state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +74,13 @@ pub enum Command {
         /// Hex SHA-256 of the bearer token.
         token_sha256: String,
     },
+    /// Set a tenant's quota (creating the tenant's record if needed).
+    SetTenantQuota {
+        /// The tenant.
+        tenant: String,
+        /// What it may hold at once.
+        quota: Quota,
+    },
     /// Several commands in one log entry, applied in order, answered by [`Response::Batch`].
     ///
     /// Why: openraft 0.9 appends (and fsyncs) each `client_write` on its own, so one command
@@ -106,6 +113,12 @@ pub enum Response {
         /// What failed, with which input.
         reason: String,
     },
+    /// A deterministic refusal because the tenant is at its [`Quota`]; the
+    /// message names the tenant, the quota and what it holds. Nothing changed.
+    OverQuota {
+        /// What was refused, with the numbers.
+        reason: String,
+    },
     /// The answers to a [`Command::Batch`], one per command, in order.
     Batch {
         /// The answers.
@@ -123,6 +136,6 @@ impl Response {
 
     /// True unless this is a refusal (a `Batch` is accepted; look at its items).
     pub fn is_accepted(&self) -> bool {
-        !matches!(self, Response::Rejected { .. })
+        !matches!(self, Response::Rejected { .. } | Response::OverQuota { .. })
     }
 }

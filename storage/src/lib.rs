@@ -27,8 +27,8 @@ pub use command::{Command, Response};
 pub use kv::{KeyRange, Kv, KvError, KvOp, KvPair, MemKv, SledKv, Tree};
 pub use policy::{ParsePolicyError, Policy, POLICY_NAMES};
 pub use state::{
-    function_key, ClusterState, CodeFileRecord, FunctionRecord, NodeState, Profile, Task,
-    TenantRecord, COMPLETED_IDS_KEPT, MAX_MEMORY_BYTES,
+    function_key, ClusterState, CodeFileRecord, FunctionRecord, NodeState, Profile, Quota, Task,
+    TenantRecord, TenantUsage, COMPLETED_IDS_KEPT, MAX_MEMORY_BYTES,
 };
 pub use store::{open_store, open_store_with, LogStore, StateMachineStore, StorageError};
 pub use types::{

@@ -3,7 +3,7 @@
 //! are idempotent by invocation id, and are deterministic across replicas.
 
 use ephemera_storage::{
-    ClusterState, Command, FunctionRecord, Policy, Profile, Response, MAX_MEMORY_BYTES,
+    ClusterState, Command, FunctionRecord, Policy, Profile, Quota, Response, MAX_MEMORY_BYTES,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -80,7 +80,15 @@ fn random_command(rng: &mut StdRng, next_id: &mut u64) -> Command {
                 Policy::ALL[rng.gen_range(0..3)],
             )
         }
-        63..=65 => Command::Batch {
+        63 => Command::SetTenantQuota {
+            tenant: "t".into(),
+            quota: Quota {
+                // Sometimes tight (refusals), mostly roomy (placements).
+                memory_bytes: if rng.gen_bool(0.1) { 512 } else { 65536 } * MIB,
+                invocations: if rng.gen_bool(0.1) { 3 } else { 500 },
+            },
+        },
+        64..=65 => Command::Batch {
             commands: (0..rng.gen_range(0..5))
                 .map(|_| random_command(rng, next_id))
                 .collect(),
@@ -122,10 +130,22 @@ fn run(seed: u64, steps: usize) {
         assert_eq!(replica.apply(&cmd), r, "{}", ctx());
         assert_eq!(replica, s, "{}", ctx());
         match &r {
-            Response::Rejected { reason } => {
+            Response::Rejected { reason } | Response::OverQuota { reason } => {
                 rejected += 1;
                 assert!(!reason.is_empty());
                 assert_eq!(s, before, "{}: a refusal changed the state", ctx());
+                if let Response::OverQuota { .. } = &r {
+                    let (used, quota) = (s.usage("t"), s.quota("t"));
+                    let Command::Schedule { t_lim, .. } = &cmd else {
+                        panic!("{}: only Schedule answers OverQuota", ctx())
+                    };
+                    assert!(
+                        used.invocations >= quota.invocations
+                            || used.memory_bytes + t_lim > quota.memory_bytes,
+                        "{}: refused under quota ({used:?} of {quota:?})",
+                        ctx()
+                    );
+                }
             }
             Response::Placed { node_id, addr } => {
                 placed += 1;
@@ -134,6 +154,14 @@ fn run(seed: u64, steps: usize) {
                 };
                 let node = &s.nodes[node_id];
                 assert!(node.up && node.addr == *addr && node.tasks.contains(invocation_id));
+                let (used, quota) = (s.usage("t"), s.quota("t"));
+                assert!(
+                    before.tasks.contains_key(invocation_id)
+                        || (used.invocations <= quota.invocations
+                            && used.memory_bytes <= quota.memory_bytes),
+                    "{}: placed over quota ({used:?} of {quota:?})",
+                    ctx()
+                );
                 // A retried Schedule returns the same placement and changes nothing.
                 let after = s.clone();
                 assert_eq!(s.apply(&cmd), r, "{}", ctx());

@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use ephemera_control_plane::server::{self, ControllerConfig};
 
+use ephemera_trust::Identity;
+
+use super::trust::member_security;
 use crate::args::{AgentArgs, ControllerArgs, DevArgs};
 use crate::dev::{self, DevConfig};
 use crate::signals::{stop_signal, stopped};
@@ -18,6 +21,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let stop = stop_signal()?;
     let data_dir = args.data_dir.clone();
     let config = DevConfig {
+        insecure: args.insecure,
+        lease: Duration::from_secs(args.lease_secs.max(1)),
         agents: args.agents,
         data_dir: args.data_dir,
         listen: args.listen,
@@ -49,7 +54,15 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let stop = stop_signal()?;
     let listen = args.listen;
     let advertise = args.advertise.unwrap_or_else(|| listen.to_string());
-    let mut config = ControllerConfig::single(args.data_dir.clone(), advertise);
+    let security = member_security(
+        args.insecure,
+        "controller",
+        Identity::controller(args.id)?,
+        args.tls_dir,
+        &args.data_dir,
+    )?;
+    let mut config = ControllerConfig::single(args.data_dir.clone(), advertise, security);
+    config.lease = Duration::from_secs(args.lease_secs.max(1));
     config.admin_token = ephemera_control_plane::auth::admin_token(&args.data_dir)?;
     config.id = args.id;
     config.policy = args.policy;
@@ -83,13 +96,22 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     if args.controller.is_empty() {
         anyhow::bail!("--controller: at least one controller endpoint is needed");
     }
+    let security = member_security(
+        args.insecure,
+        "agent",
+        Identity::agent(&args.node_id)?,
+        args.tls_dir,
+        &args.data_dir,
+    )?;
+    let controllers = args.controller.iter().map(|c| security.url(c)).collect();
     let mut config = ephemera_node_agent::AgentConfig::new(
         args.node_id,
         args.data_dir,
         args.memory,
-        advertise,
-        args.controller,
+        security.url(&advertise),
+        controllers,
         artifacts::proxy_bin()?,
+        security,
     );
     config.intercept_lib = artifacts::intercept_lib();
     config.runtime = args.runtime;

@@ -37,6 +37,7 @@ impl ComposeCluster {
         let mut cmd = Command::new(&self.cli_path);
         cmd.env("EPHEMERA_ENDPOINT", self.endpoint(via))
             .env("EPHEMERA_TOKEN", &self.token)
+            .env("EPHEMERA_CA", self.ca_file())
             .env_remove("EPHEMERA_LOG")
             .args(args);
         cmd

@@ -10,15 +10,24 @@ use super::ComposeCluster;
 
 pub use ephemera_control_plane::client::Client;
 
-/// Connects to the controller at `endpoint` with `token`; `timeout` per request.
-pub async fn connect(endpoint: &str, token: &str, timeout: Duration) -> anyhow::Result<Client> {
-    Ok(ephemera_control_plane::client::connect(endpoint, Some(token), Some(timeout)).await?)
+/// Connects to the controller at `endpoint` (TLS against `ca_pem`) with
+/// `token`; `timeout` per request.
+pub async fn connect(
+    endpoint: &str,
+    ca_pem: &str,
+    token: &str,
+    timeout: Duration,
+) -> anyhow::Result<Client> {
+    Ok(
+        ephemera_control_plane::client::connect(endpoint, Some(ca_pem), Some(token), Some(timeout))
+            .await?,
+    )
 }
 
 impl ComposeCluster {
     /// A client of controller `id` with per-request `timeout`.
     pub async fn client_with_timeout(&self, id: u64, timeout: Duration) -> anyhow::Result<Client> {
-        connect(&self.endpoint(id), &self.token, timeout).await
+        connect(&self.endpoint(id), &self.ca_pem(), &self.token, timeout).await
     }
 
     /// A client of controller `id` (5 s per request).

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ephemera_domain::image;
+use ephemera_trust::{ClusterCa, Identity};
 
 use super::cli::cli_binary;
 use super::docker::{docker, run_ok};
@@ -132,6 +133,7 @@ impl ComposeCluster {
         for node in AGENTS {
             std::fs::create_dir_all(cluster.data_root.join(node)).expect("agent data dir");
         }
+        cluster.issue_credentials();
         let t0 = Instant::now();
         eprintln!(
             "compose: starting project {} (controllers on 127.0.0.1:{:?}, agents on {:?})",
@@ -188,7 +190,38 @@ impl ComposeCluster {
 
     /// The endpoint URL of controller `id`.
     pub fn endpoint(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.controller_ports[&id])
+        format!("https://127.0.0.1:{}", self.controller_ports[&id])
+    }
+
+    /// The cluster CA's certificate file (clients' `--ca`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_root
+            .join("tls/ca")
+            .join(ephemera_trust::CA_CERT_FILE)
+    }
+
+    /// The cluster CA's certificate.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_file()).expect("the cluster CA certificate")
+    }
+
+    /// Makes the cluster CA and every member's certificate, where the
+    /// compose file mounts them (as `compose/up.sh` does).
+    fn issue_credentials(&self) {
+        let tls = self.data_root.join("tls");
+        let ca = ClusterCa::init(&tls.join("ca")).expect("the cluster CA");
+        for id in CONTROLLERS {
+            let identity = Identity::controller(id).expect("id");
+            let sans = [format!("controller-{id}")];
+            ca.ensure_member(&identity, &sans, &tls.join(format!("controller-{id}")))
+                .expect("a controller certificate");
+        }
+        for (i, node) in AGENTS.iter().enumerate() {
+            let identity = Identity::agent(node).expect("node id");
+            let sans = [format!("agent-{}", i + 1)];
+            ca.ensure_member(&identity, &sans, &tls.join(format!("agent-{node}")))
+                .expect("an agent certificate");
+        }
     }
 
     /// Waits until [`Self::not_ready`] says nothing; panics (with the

@@ -14,6 +14,8 @@ use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
 use serde_json::json;
 use tonic::transport::Channel;
 
+use ephemera_trust::{anonymous_endpoint, member_endpoint, ClusterCa, Expect, Identity, Role};
+
 use crate::client::{self, Client};
 
 /// Settings of one run.
@@ -32,8 +34,10 @@ pub struct PlacementBench {
 /// Controller processes that are killed and whose data is removed on drop.
 struct Group {
     procs: Vec<std::process::Child>,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     endpoints: Vec<String>,
+    /// The group's CA: controllers' certificates, and the simulated nodes'.
+    ca: ClusterCa,
 }
 
 impl Drop for Group {
@@ -54,12 +58,15 @@ fn start_group(n: u64, token: &str) -> anyhow::Result<Group> {
         .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
         .collect();
     let members: Vec<String> = addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
+    let ca = ClusterCa::init(&data.path().join("ca"))?;
     let mut procs = Vec::new();
     for (id, addr) in &addrs {
+        let dir = data.path().join(format!("c{id}"));
+        ca.ensure_member(&Identity::controller(*id)?, &[], &dir.join("tls"))?;
         let child = std::process::Command::new(&exe)
             .args(["controller", "--id", &id.to_string(), "--listen", addr])
             .arg("--data-dir")
-            .arg(data.path().join(format!("c{id}")))
+            .arg(&dir)
             .args([
                 "--bootstrap",
                 &members.join(","),
@@ -73,21 +80,45 @@ fn start_group(n: u64, token: &str) -> anyhow::Result<Group> {
             .context("starting a controller process")?;
         procs.push(child);
     }
-    let endpoints = addrs.values().map(|a| format!("http://{a}")).collect();
+    let endpoints = addrs.values().map(|a| format!("https://{a}")).collect();
     Ok(Group {
         procs,
-        _data: data,
+        data,
         endpoints,
+        ca,
     })
 }
 
-async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(endpoint.to_string())?
-            .tcp_nodelay(true)
+impl Group {
+    /// A client channel to `endpoint` (TLS against the group's CA).
+    async fn connect(&self, endpoint: &str) -> anyhow::Result<Channel> {
+        Ok(
+            anonymous_endpoint(self.ca.cert_pem(), endpoint, &Expect::ClientApi)?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        )
+    }
+
+    /// Registers simulated node `node` with its own certificate.
+    async fn register(&self, node: &str) -> anyhow::Result<()> {
+        let identity = Identity::agent(node)?;
+        let dir = self.data.path().join("nodes");
+        let creds = self.ca.ensure_member(&identity, &[], &dir)?;
+        let channel = member_endpoint(&creds, &self.endpoints[0], &Expect::Role(Role::Controller))?
             .connect()
-            .await?,
-    )
+            .await?;
+        NodeRegistryClient::new(channel)
+            .register_node(pb::RegisterNodeRequest {
+                node_id: node.to_string(),
+                addr: format!("sim://{node}"),
+                memory_bytes: 1 << 50,
+                resumed: false,
+            })
+            .await
+            .with_context(|| format!("registering the simulated node {node}"))?;
+        Ok(())
+    }
 }
 
 fn client(channel: Channel, token: &str) -> anyhow::Result<Client> {
@@ -99,7 +130,7 @@ async fn wait_ready(group: &Group, token: &str) -> anyhow::Result<()> {
     loop {
         let mut leaders = Vec::new();
         for e in &group.endpoints {
-            if let Ok(ch) = connect(e).await {
+            if let Ok(ch) = group.connect(e).await {
                 if let Ok(d) = client(ch, token)?.dump(pb::DumpRequest {}).await {
                     leaders.push(d.into_inner().leader_id);
                 }
@@ -134,18 +165,9 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
     let token = crate::auth::new_token();
     let group = start_group(cfg.controllers, &token)?;
     wait_ready(&group, &token).await?;
-    let first = connect(&group.endpoints[0]).await?;
-    let mut registry = NodeRegistryClient::new(first.clone());
+    let first = group.connect(&group.endpoints[0]).await?;
     for i in 1..=cfg.nodes {
-        registry
-            .register_node(pb::RegisterNodeRequest {
-                node_id: format!("sim-{i}"),
-                addr: format!("sim://{i}"),
-                memory_bytes: 1 << 50,
-                resumed: false,
-            })
-            .await
-            .context("registering a simulated node")?;
+        group.register(&format!("sim-{i}")).await?;
     }
     let spec = pb::FunctionSpec {
         tenant: "bench".into(),
@@ -169,7 +191,7 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
 
     let mut channels = Vec::new();
     for e in &group.endpoints {
-        channels.push(connect(e).await?);
+        channels.push(group.connect(e).await?);
     }
     let deadline = Instant::now() + cfg.duration;
     let started = Instant::now();

@@ -19,6 +19,8 @@ pub const MAX_CODE_BYTES: u64 = 16 << 20;
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 /// Longest invocation timeout a function may set.
 pub const MAX_TIMEOUT_MS: u64 = 15 * 60_000;
+/// Most profile inputs one deploy may carry: each is a trial instance.
+pub const MAX_PROFILE_INPUTS: usize = 8;
 
 /// The stored record of a deploy request, or why it is refused.
 fn record_of(spec: &pb::FunctionSpec, code: Vec<pb::CodeFile>) -> Result<FunctionRecord, ApiError> {
@@ -56,6 +58,12 @@ fn record_of(spec: &pb::FunctionSpec, code: Vec<pb::CodeFile>) -> Result<Functio
             "code is {}, more than the {} a deploy may carry",
             format_size(code_size),
             format_size(MAX_CODE_BYTES)
+        )));
+    }
+    if spec.profile_inputs.len() > MAX_PROFILE_INPUTS {
+        return Err(invalid(format!(
+            "{} profile inputs; at most {MAX_PROFILE_INPUTS} (each is a trial instance)",
+            spec.profile_inputs.len()
         )));
     }
     for i in &spec.profile_inputs {

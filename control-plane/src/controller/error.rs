@@ -32,6 +32,9 @@ pub enum ApiError {
     /// No node can take the invocation.
     #[error("{0}")]
     NoCapacity(String),
+    /// The tenant is at its quota.
+    #[error("{0}")]
+    Quota(String),
     /// The node chosen for an invocation (or a profile) did not answer.
     #[error("{what}: agent {node} at {addr} is unreachable: {detail}")]
     NodeUnreachable {
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::InvalidArgument(_) | ApiError::Name(_) => Reason::InvalidArgument,
             ApiError::FunctionNotFound { .. } | ApiError::NotFound(_) => Reason::NotFound,
             ApiError::NoCapacity(_) => Reason::NoCapacity,
+            ApiError::Quota(_) => Reason::Quota,
             ApiError::NodeUnreachable { .. } => Reason::NodeUnreachable,
             ApiError::Write(WriteError::Forward { addr, .. }) => Reason::NotLeader {
                 leader: Some(addr.clone()),

@@ -12,8 +12,7 @@ use ephemera_storage::{Command, FunctionRecord, Response};
 use super::{ApiError, Controller};
 use crate::convert;
 
-/// Largest message to or from an agent (code travels in `Run`).
-const AGENT_MESSAGE: usize = 96 << 20;
+use ephemera_trust::limits::AGENT_MAX_MESSAGE as AGENT_MESSAGE;
 
 impl Controller {
     /// The span of one invocation, `invoke`, continuing the caller's trace
@@ -145,6 +144,7 @@ impl Controller {
                 Ok((node_id, addr))
             }
             Response::Rejected { reason } => Err(ApiError::NoCapacity(reason)),
+            Response::OverQuota { reason } => Err(ApiError::Quota(reason)),
             other => Err(ApiError::InvalidArgument(format!(
                 "invocation {invocation_id} of {}: Schedule returned {other:?}, not a placement",
                 function.key()
@@ -188,7 +188,7 @@ impl Controller {
         };
         let channel = self
             .agents
-            .get(addr)
+            .agent(addr, node_id)
             .map_err(|e| unreachable(e.to_string()))?;
         let mut client = AgentClient::new(channel)
             .max_decoding_message_size(AGENT_MESSAGE)

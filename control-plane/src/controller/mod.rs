@@ -19,15 +19,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ephemera_proto::v1 as pb;
-use ephemera_storage::{Command, FunctionRecord, Policy, Response};
+use ephemera_storage::{Command, FunctionRecord, Policy, Quota, Response};
 
 pub use deploy::{
-    DEFAULT_TIMEOUT_MS, MAX_CODE_BYTES, MAX_FUNCTION_MEMORY, MAX_TIMEOUT_MS, MIN_FUNCTION_MEMORY,
+    DEFAULT_TIMEOUT_MS, MAX_CODE_BYTES, MAX_FUNCTION_MEMORY, MAX_PROFILE_INPUTS, MAX_TIMEOUT_MS,
+    MIN_FUNCTION_MEMORY,
 };
 pub use error::ApiError;
 
 use crate::channels::ChannelPool;
 use crate::convert;
+use crate::leases::Leases;
 use crate::liveness::Liveness;
 use crate::raft::{RaftNode, WriteError};
 
@@ -45,6 +47,8 @@ pub struct Controller {
     agents: ChannelPool,
     /// Agents' heartbeats, tracked by the leader.
     pub liveness: Arc<Liveness>,
+    /// Placement leases, renewed by agents' heartbeats.
+    pub leases: Arc<Leases>,
 }
 
 impl Controller {
@@ -54,13 +58,20 @@ impl Controller {
         policy: Policy,
         agents: ChannelPool,
         liveness: Arc<Liveness>,
+        leases: Arc<Leases>,
     ) -> Self {
         Controller {
             node,
             policy,
             agents,
             liveness,
+            leases,
         }
+    }
+
+    /// How this controller's listener and connections are protected.
+    pub fn security(&self) -> &ephemera_trust::Security {
+        self.agents.security()
     }
 
     /// Commits a command, retrying while a leader is being elected.
@@ -92,6 +103,19 @@ impl Controller {
         match self.write(cmd).await? {
             Response::Rejected { reason } => Err(ApiError::InvalidArgument(reason)),
             _ => Ok(token),
+        }
+    }
+
+    /// Sets `tenant`'s quota (creating the tenant if needed).
+    pub async fn set_quota(&self, tenant: &str, quota: Quota) -> Result<(), ApiError> {
+        ephemera_domain::name::check("tenant", tenant)?;
+        let cmd = Command::SetTenantQuota {
+            tenant: tenant.to_string(),
+            quota,
+        };
+        match self.write(cmd).await? {
+            Response::Rejected { reason } => Err(ApiError::InvalidArgument(reason)),
+            _ => Ok(()),
         }
     }
 

@@ -59,23 +59,24 @@ impl Controller {
     /// An agent's heartbeat; `false` asks it to register again. Liveness is
     /// tracked by the leader, so a follower forwards the heartbeat there and
     /// an agent may talk to any controller.
-    pub async fn heartbeat(&self, node_id: &str) -> Result<bool, ApiError> {
+    pub async fn heartbeat(&self, node_id: &str, running: Vec<String>) -> Result<bool, ApiError> {
         if !self.node.is_leader() {
-            return self.forward_heartbeat(node_id).await;
+            return self.forward_heartbeat(node_id, running).await;
         }
-        let up = self
-            .node
-            .read_state()
-            .nodes
-            .get(node_id)
-            .is_some_and(|n| n.up);
+        let state = self.node.read_state();
+        let up = state.nodes.get(node_id).is_some_and(|n| n.up);
         if up {
             self.liveness.seen(node_id);
+            self.leases.renew(&state, node_id, &running);
         }
         Ok(up)
     }
 
-    async fn forward_heartbeat(&self, node_id: &str) -> Result<bool, ApiError> {
+    async fn forward_heartbeat(
+        &self,
+        node_id: &str,
+        running: Vec<String>,
+    ) -> Result<bool, ApiError> {
         let (leader, addr) = self
             .node
             .leader()
@@ -89,10 +90,11 @@ impl Controller {
         };
         let channel = self
             .agents
-            .get(&addr)
+            .controller(&addr, leader)
             .map_err(|e| unavailable(e.to_string()))?;
         let mut call = tonic::Request::new(pb::HeartbeatRequest {
             node_id: node_id.to_string(),
+            running,
         });
         call.set_timeout(Duration::from_secs(2));
         let reply = NodeRegistryClient::new(channel)

@@ -33,7 +33,7 @@ impl Controller {
         };
         let channel = self
             .agents
-            .get(&addr)
+            .agent(&addr, &node_id)
             .map_err(|e| unreachable(e.to_string()))?;
         let mut call = tonic::Request::new(pb::ProfileRequest {
             function: Some(convert::spec_of(function)),
@@ -44,7 +44,7 @@ impl Controller {
             Duration::from_millis(function.timeout_ms.max(1)) * 2 + Duration::from_secs(30),
         );
         let reply = AgentClient::new(channel)
-            .max_encoding_message_size(96 << 20)
+            .max_encoding_message_size(ephemera_trust::limits::AGENT_MAX_MESSAGE)
             .profile(call)
             .await
             .map_err(|s| ApiError::Agent {

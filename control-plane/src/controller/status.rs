@@ -28,7 +28,7 @@ impl Controller {
         };
         let mut instances = Vec::new();
         for (node_id, addr) in agents {
-            let Ok(channel) = self.agents.get(&addr) else {
+            let Ok(channel) = self.agents.agent(&addr, &node_id) else {
                 continue;
             };
             let mut call = tonic::Request::new(pb::AgentStatusRequest {});

@@ -17,6 +17,7 @@ use std::time::Duration;
 use ephemera_proto::raft::raft_service_client::RaftServiceClient;
 use ephemera_proto::raft::RaftPayload;
 use ephemera_storage::{ClusterState, Command, Node, NodeId, Raft, Response};
+use ephemera_trust::limits::RAFT_MAX_MESSAGE;
 use openraft::error::{ClientWriteError, RaftError};
 
 pub use network::GrpcNetwork;
@@ -263,7 +264,10 @@ impl RaftNode {
             addr: addr.to_string(),
             reason,
         };
-        let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
+        let channel = self
+            .pool
+            .controller(addr, leader)
+            .map_err(|e| fail(e.to_string()))?;
         let mut call = tonic::Request::new(RaftPayload { data: Vec::new() });
         call.set_timeout(FORWARD_TIMEOUT);
         let reply = RaftServiceClient::new(channel)
@@ -411,8 +415,13 @@ impl Proposer {
             reason,
         };
         let data = serde_json::to_vec(cmd).map_err(|e| fail(e.to_string()))?;
-        let channel = self.pool.get(addr).map_err(|e| fail(e.to_string()))?;
-        let mut client = RaftServiceClient::new(channel);
+        let channel = self
+            .pool
+            .controller(addr, leader)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut client = RaftServiceClient::new(channel)
+            .max_decoding_message_size(RAFT_MAX_MESSAGE)
+            .max_encoding_message_size(RAFT_MAX_MESSAGE);
         // Bounded: a leader that died mid-call must not hold this batch
         // (and the writes queued behind it) until TCP notices, so the call
         // ends when its time is up or as soon as this member stops

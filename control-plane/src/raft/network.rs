@@ -7,7 +7,8 @@ use ephemera_proto::raft::raft_service_client::RaftServiceClient;
 use ephemera_proto::raft::RaftPayload;
 use ephemera_storage::{Node, NodeId, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -17,10 +18,12 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use ephemera_trust::limits::RAFT_MAX_MESSAGE;
+
 use crate::channels::ChannelPool;
 
 /// Creates a [`PeerConnection`] per target node.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GrpcNetwork {
     pool: ChannelPool,
 }
@@ -59,6 +62,7 @@ impl PeerConnection {
         &self,
         rpc: &'static str,
         req: &Req,
+        entries: u64,
         option: &RPCOption,
     ) -> Result<Resp, RpcErr<E>>
     where
@@ -67,13 +71,18 @@ impl PeerConnection {
         E: DeserializeOwned + std::error::Error,
     {
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if data.len() > RAFT_MAX_MESSAGE {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries.div_ceil(2).max(1)),
+            ));
+        }
         let channel = self
             .pool
-            .get(&self.node.addr)
+            .controller(&self.node.addr, self.target)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = RaftServiceClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .max_decoding_message_size(RAFT_MAX_MESSAGE)
+            .max_encoding_message_size(RAFT_MAX_MESSAGE);
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
@@ -109,7 +118,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call("append", &rpc, &option).await
+        let entries = rpc.entries.len() as u64;
+        self.call("append", &rpc, entries, &option).await
     }
 
     async fn install_snapshot(
@@ -117,7 +127,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        self.call("snapshot", &rpc, &option).await
+        self.call("snapshot", &rpc, 1, &option).await
     }
 
     async fn vote(
@@ -125,6 +135,6 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call("vote", &rpc, &option).await
+        self.call("vote", &rpc, 1, &option).await
     }
 }

@@ -1,10 +1,17 @@
 //! Incoming Raft RPCs: the `RaftService` gRPC server. Each call hands the
 //! decoded request to the local openraft instance and returns its `Result`
 //! as JSON. `ClientWrite` is how a follower forwards a write to the leader.
+//!
+//! Only controllers reach this service (`server.rs` puts a mutual-TLS
+//! interceptor in front of it); a vote, an append or a snapshot must also
+//! come *from* the member it claims to come from: a controller's
+//! certificate cannot speak for another controller.
 
 use ephemera_proto::raft::raft_service_server::RaftService;
 use ephemera_proto::raft::RaftPayload;
-use ephemera_storage::{Command, Raft};
+use ephemera_storage::{Command, NodeId, Raft, TypeConfig};
+use ephemera_trust::Peer;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::RaftNode;
 use serde::de::DeserializeOwned;
@@ -33,6 +40,24 @@ fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
 }
 
+/// Decodes a request whose `vote` names its sender, and refuses it unless
+/// the caller's certificate is that controller's.
+fn decode_from_sender<T: DeserializeOwned>(
+    req: Request<RaftPayload>,
+    sender: impl Fn(&T) -> Option<NodeId>,
+) -> Result<T, Status> {
+    let peer = ephemera_trust::authorized_peer(&req).cloned();
+    let msg: T = decode(req)?;
+    match (peer, sender(&msg)) {
+        (Some(Peer::Insecure), _) => Ok(msg),
+        (Some(Peer::Controller(id)), Some(claimed)) if id == claimed => Ok(msg),
+        (peer, claimed) => Err(Status::permission_denied(format!(
+            "a Raft message from controller {claimed:?} was sent by {}",
+            peer.map_or("an unauthenticated caller".to_string(), |p| p.to_string())
+        ))),
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     let data = serde_json::to_vec(value)
         .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))?;
@@ -42,24 +67,30 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
 #[tonic::async_trait]
 impl RaftService for RaftRpc {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.vote(decode(req)?).await;
-        encode(&result)
+        let vote: VoteRequest<NodeId> = decode_from_sender(req, |v: &VoteRequest<NodeId>| {
+            v.vote.leader_id().voted_for()
+        })?;
+        encode(&self.raft.vote(vote).await)
     }
 
     async fn append_entries(
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.append_entries(decode(req)?).await;
-        encode(&result)
+        let append = decode_from_sender(req, |a: &AppendEntriesRequest<TypeConfig>| {
+            a.vote.leader_id().voted_for()
+        })?;
+        encode(&self.raft.append_entries(append).await)
     }
 
     async fn install_snapshot(
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let result = self.raft.install_snapshot(decode(req)?).await;
-        encode(&result)
+        let snapshot = decode_from_sender(req, |s: &InstallSnapshotRequest<TypeConfig>| {
+            s.vote.leader_id().voted_for()
+        })?;
+        encode(&self.raft.install_snapshot(snapshot).await)
     }
 
     async fn client_write(

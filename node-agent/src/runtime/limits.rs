@@ -3,8 +3,13 @@
 //! safeguard flag) and its memory cgroup (usage, peak, OOM kills). Only how
 //! a new limit reaches the cgroup differs between them ([`ApplyLimit`]):
 //! the process runtime writes the cgroup's file, docker asks the engine.
+//!
+//! The control block is written by the function's processes too: the agent
+//! never maps it ([`ControlFile`]) and bounds what it reads from it.
 
-use ephemera_control_block::{ControlBlock, Counters};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ephemera_control_block::{ControlFile, Counters};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -25,8 +30,11 @@ pub(super) trait ApplyLimit: Send + Sync + std::fmt::Debug {
 /// An instance's control block and cgroup; resized through `A`.
 #[derive(Debug)]
 pub(super) struct InstanceLimits<A> {
-    /// The control block, mapped.
-    control: ControlBlock,
+    /// The control block, read and written without a mapping.
+    control: ControlFile,
+    /// The highest limit this instance has had: no process of it can have
+    /// been resident beyond it, whatever its control block claims.
+    highest_limit: AtomicU64,
     /// The memory cgroup, if cgroups are available (or the container's was
     /// found).
     cgroup: Option<Cgroup>,
@@ -36,11 +44,26 @@ pub(super) struct InstanceLimits<A> {
 
 impl<A: ApplyLimit> InstanceLimits<A> {
     /// The limits of an instance with this control block and cgroup.
-    pub(super) fn new(control: ControlBlock, cgroup: Option<Cgroup>, apply: A) -> Self {
+    pub(super) fn new(
+        control: ControlFile,
+        initial_limit: u64,
+        cgroup: Option<Cgroup>,
+        apply: A,
+    ) -> Self {
         InstanceLimits {
             control,
+            highest_limit: AtomicU64::new(initial_limit),
             cgroup,
             apply,
+        }
+    }
+
+    /// Tells the tier its new limit (a failed write is the function's doing:
+    /// it damaged its own block, and only its tier misses the news).
+    fn publish(&self, bytes: u64) {
+        self.highest_limit.fetch_max(bytes, Ordering::AcqRel);
+        if let Err(e) = self.control.set_limit(bytes) {
+            tracing::debug!("control block: {e}");
         }
     }
 
@@ -60,14 +83,14 @@ impl<A: ApplyLimit> Limits for InstanceLimits<A> {
         async move {
             self.apply.apply(self.cgroup.as_ref(), bytes).await?;
             // The tier hears only of a limit the cgroup took.
-            self.control.set_limit(bytes);
+            self.publish(bytes);
             Ok(())
         }
         .boxed()
     }
 
     fn announce_limit(&self, bytes: u64) {
-        self.control.set_limit(bytes);
+        self.publish(bytes);
     }
 
     fn usage(&self) -> Option<u64> {
@@ -79,7 +102,12 @@ impl<A: ApplyLimit> Limits for InstanceLimits<A> {
     }
 
     fn counters(&self) -> Counters {
-        self.control.counters()
+        let mut c = self.control.counters();
+        // Untrusted: a resident peak above every limit it ever had is forged.
+        c.peak_native = c
+            .peak_native
+            .min(self.highest_limit.load(Ordering::Acquire));
+        c
     }
 
     fn take_safeguard(&self) -> bool {

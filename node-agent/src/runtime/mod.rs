@@ -10,8 +10,10 @@
 //! - `limits`: the [`Limits`] both share: control block and cgroup, resized
 //!   by writing the cgroup (process) or through the engine (docker).
 //! - memory cgroups come from `ephemera_sys::cgroup` (v1 and v2).
+//! - [`confine`]: each instance under its tenant's uid, sandboxed.
 //! - [`fake`]: an in-memory runtime for unit tests of the actor.
 
+pub mod confine;
 pub mod docker;
 pub mod fake;
 mod limits;

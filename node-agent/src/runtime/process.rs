@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ephemera_control_block::ControlBlock;
+use ephemera_control_block::ControlFile;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::process::{Child, Command};
@@ -24,7 +24,10 @@ use super::limits::{ApplyLimit, InstanceLimits};
 use super::{Activation, Instance, InstanceSpec, Limits, Output, RunError, Runtime, RuntimeError};
 use crate::proxy::client::ProxyClient;
 use crate::proxy::{Reply, Request};
+use ephemera_sandbox::PidsCgroup;
 use ephemera_sys::{Cgroup, Driver};
+
+use super::confine::{remove_pids, Confinement};
 
 /// How long a new proxy may take to accept our connection.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,28 +54,53 @@ pub struct ProcessRuntime {
     opts: ProcessOptions,
     /// The cgroup hierarchy.
     driver: Arc<Driver>,
+    /// How instances are confined (`None` only with `--insecure`).
+    confinement: Option<Arc<Confinement>>,
 }
 
 impl ProcessRuntime {
-    /// A runtime with `driver` (see [`Driver::detect`]).
-    pub fn new(opts: ProcessOptions, driver: Arc<Driver>) -> ProcessRuntime {
-        ProcessRuntime { opts, driver }
+    /// A runtime with `driver` (see [`Driver::detect`]) confining its
+    /// instances with `confinement`.
+    pub fn new(
+        opts: ProcessOptions,
+        driver: Arc<Driver>,
+        confinement: Option<Arc<Confinement>>,
+    ) -> ProcessRuntime {
+        ProcessRuntime {
+            opts,
+            driver,
+            confinement,
+        }
     }
 
     async fn start_inner(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, RuntimeError> {
         let (dir, tier, control_path, control) = prepare_dir(&self.opts.instances_dir, &spec)?;
         let cgroup = self.driver.create(&spec.instance_id, spec.memory_bytes)?;
+        let mut pids = None;
         let started = self
-            .spawn_and_connect(&spec, &dir, &tier, &control_path, cgroup.as_ref())
+            .spawn_and_connect(
+                &spec,
+                &dir,
+                &tier,
+                &control_path,
+                cgroup.as_ref(),
+                &mut pids,
+            )
             .await;
         let (child, client) = match started {
             Ok(v) => v,
             Err(e) => {
                 cleanup(&dir, cgroup.as_ref()).await;
+                remove_pids(pids).await;
                 return Err(e);
             }
         };
-        let limits = Arc::new(InstanceLimits::new(control, cgroup, CgroupFile));
+        let limits = Arc::new(InstanceLimits::new(
+            control,
+            spec.memory_bytes,
+            cgroup,
+            CgroupFile,
+        ));
         tracing::debug!(
             instance = %spec.instance_id,
             function = %spec.qualified(),
@@ -86,6 +114,7 @@ impl ProcessRuntime {
             child,
             dir,
             limits,
+            pids,
         }))
     }
 
@@ -96,6 +125,7 @@ impl ProcessRuntime {
         tier: &Path,
         control: &Path,
         cgroup: Option<&Cgroup>,
+        pids: &mut Option<PidsCgroup>,
     ) -> Result<(Child, ProxyClient), RuntimeError> {
         let start_err = |reason: String| RuntimeError::Start {
             instance: spec.instance_id.clone(),
@@ -119,15 +149,36 @@ impl ProcessRuntime {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true);
+        // The memory cgroup is joined first, as root, before the sandbox
+        // (if any) drops privileges: pre_exec hooks run in order.
         if let Some(cg) = cgroup {
             ephemera_sys::process::join_cgroup_on_exec(cmd.as_std_mut(), &cg.procs_file())
                 .map_err(|e| start_err(format!("joining {}: {e}", cg.path().display())))?;
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            start_err(format!(
+        let applied = match &self.confinement {
+            Some(c) => {
+                let ids = c.prepare(spec, dir, tier, control)?;
+                c.check_reachable(ids, &[dir, &spec.code_dir])?;
+                let read_exec: Vec<PathBuf> = std::iter::once(self.opts.proxy_bin.clone())
+                    .chain(self.opts.intercept_lib.clone())
+                    .chain(self.opts.bin_dir.clone())
+                    .collect();
+                let (policy, cg) = c.policy(ids, spec, dir, tier, control, &read_exec)?;
+                *pids = cg;
+                let applied = policy
+                    .apply_to(cmd.as_std_mut())
+                    .map_err(|e| start_err(format!("confining the instance: {e}")))?;
+                tracing::debug!(instance = %spec.instance_id, "sandbox: {applied}");
+                Some(applied)
+            }
+            None => None,
+        };
+        let mut child = cmd.spawn().map_err(|e| match &applied {
+            Some(a) => start_err(a.explain(e).to_string()),
+            None => start_err(format!(
                 "cannot run proxy {}: {e}",
                 self.opts.proxy_bin.display()
-            ))
+            )),
         })?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -204,7 +255,7 @@ pub(super) fn proxy_args(
 pub(super) fn prepare_dir(
     instances_dir: &Path,
     spec: &InstanceSpec,
-) -> Result<(PathBuf, PathBuf, PathBuf, ControlBlock), RuntimeError> {
+) -> Result<(PathBuf, PathBuf, PathBuf, ControlFile), RuntimeError> {
     let dir = instances_dir.join(&spec.instance_id);
     let tier = dir.join("tmp");
     fs::create_dir_all(&tier).map_err(|source| RuntimeError::Io {
@@ -213,7 +264,7 @@ pub(super) fn prepare_dir(
     })?;
     let control_path = dir.join("control");
     let control =
-        ControlBlock::create(&control_path, spec.memory_bytes, spec.mode).map_err(|source| {
+        ControlFile::create(&control_path, spec.memory_bytes, spec.mode).map_err(|source| {
             RuntimeError::Io {
                 what: format!("creating control block {}", control_path.display()),
                 source,
@@ -259,6 +310,8 @@ struct ProcessInstance {
     dir: PathBuf,
     /// Cgroup and control block.
     limits: Arc<InstanceLimits<CgroupFile>>,
+    /// Its pids cgroup (confined instances).
+    pids: Option<PidsCgroup>,
 }
 
 impl ProcessInstance {
@@ -360,6 +413,7 @@ impl Instance for ProcessInstance {
                 mut child,
                 dir,
                 limits,
+                pids,
                 ..
             } = *self;
             // Closing the socket tells the proxy to kill the launcher and exit.
@@ -372,6 +426,7 @@ impl Instance for ProcessInstance {
                 let _ = child.wait().await;
             }
             cleanup(&dir, limits.cgroup()).await;
+            remove_pids(pids).await;
             tracing::debug!(instance = %id, "instance stopped");
         }
         .boxed()

@@ -24,18 +24,37 @@ use ephemera_proto::v1::{
     AgentStatusReply, AgentStatusRequest, CodeFile, FunctionSpec, ProfileReply, ProfileRequest,
     RunReply, RunRequest,
 };
+use ephemera_trust::Peer;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::code_cache::CodeCache;
 use crate::config::SharingScope;
 use crate::ledger::Ledger;
+use crate::running::Running;
 use crate::runtime::{Activation, InstanceSpec, Runtime};
 use crate::tenant::{TenantConfig, TenantError, TenantHandle};
 use wire::{
     check_function, code_missing, code_status, parse_input, poisoned, reply_of, run_status,
     timeout_of,
 };
+
+/// Most profile trial instances one agent runs at once.
+pub const MAX_CONCURRENT_TRIALS: usize = 2;
+
+/// Refuses unless a controller is calling (the interceptor in front of the
+/// service admits this node's own certificate too, for its health check).
+fn require_controller<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
+    match ephemera_trust::authorized_peer(req) {
+        Some(Peer::Controller(_) | Peer::Insecure) => Ok(()),
+        Some(other) => Err(Status::permission_denied(format!(
+            "only a controller may {what}; {other} may not"
+        ))),
+        None => Err(Status::unauthenticated(format!(
+            "only a controller may {what}: no member certificate"
+        ))),
+    }
+}
 
 /// The Agent service; cheap to clone.
 #[derive(Debug, Clone)]
@@ -61,6 +80,10 @@ struct Inner {
     ledger_dir: Option<PathBuf>,
     /// Set at shutdown: no new work.
     closed: std::sync::atomic::AtomicBool,
+    /// Invocations running now (their placements' leases).
+    running: Running,
+    /// At most this many profile trials run at once.
+    trials: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -86,6 +109,8 @@ pub struct ServiceParts {
     pub sharing: SharingScope,
     /// Ledger directory, `None` for no persistence.
     pub ledger_dir: Option<PathBuf>,
+    /// Where running invocations are listed (shared with the registry).
+    pub running: Running,
 }
 
 impl AgentService {
@@ -101,6 +126,8 @@ impl AgentService {
                 sharing: parts.sharing,
                 ledger_dir: parts.ledger_dir,
                 closed: std::sync::atomic::AtomicBool::new(false),
+                running: parts.running,
+                trials: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_TRIALS)),
             }),
         }
     }
@@ -167,43 +194,16 @@ impl AgentService {
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn run(&self, request: Request<RunRequest>) -> Result<Response<RunReply>, Status> {
+        require_controller(&request, "run an invocation")?;
         let (metadata, _, req) = request.into_parts();
-        let f = check_function(req.function)?;
-        let input = parse_input(&f, &req.input_json)?;
-        let code_dir = self.code_dir(&f, &req.code)?;
-        let invocation = if req.invocation_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            req.invocation_id
-        };
-        let span = tracing::info_span!("agent_run", node = %self.inner.node_id, tenant = %f.tenant, function = %f.name, invocation = %invocation);
-        // Continue the controller's trace (W3C traceparent in the metadata).
-        ephemera_telemetry::set_parent_from(&span, &metadata);
-        let activation = Activation {
-            id: invocation.clone(),
-            action_name: format!("{}/{}", f.tenant, f.name),
-            input,
-            timeout: timeout_of(&f),
-        };
-        let tenant = self.tenant(&f.tenant)?;
-        match tenant
-            .invoke(f.clone(), code_dir, activation)
-            .instrument(span)
-            .await
-        {
-            Ok(out) => reply_of(&f, out).map(Response::new),
-            Err(e) => {
-                let status = run_status(&f, &invocation, &self.inner.node_id, e);
-                tracing::info!(tenant = %f.tenant, function = %f.name, "invocation failed: {}", status.message());
-                Err(status)
-            }
-        }
+        self.run_invocation(metadata, req).await.map(Response::new)
     }
 
     async fn profile(
         &self,
         request: Request<ProfileRequest>,
     ) -> Result<Response<ProfileReply>, Status> {
+        require_controller(&request, "profile a function")?;
         let req = request.into_inner();
         let f = check_function(req.function)?;
         let code_dir = self.code_dir(&f, &req.code)?;
@@ -256,6 +256,64 @@ impl Agent for AgentService {
 }
 
 impl AgentService {
+    /// Runs one invocation for a caller in this process (the benches),
+    /// which holds the service itself and needs no certificate.
+    pub async fn run_in_process(&self, req: RunRequest) -> Result<RunReply, Status> {
+        self.run_invocation(tonic::metadata::MetadataMap::new(), req)
+            .await
+    }
+
+    async fn run_invocation(
+        &self,
+        metadata: tonic::metadata::MetadataMap,
+        req: RunRequest,
+    ) -> Result<RunReply, Status> {
+        let f = check_function(req.function)?;
+        let input = parse_input(&f, &req.input_json)?;
+        let code_dir = self.code_dir(&f, &req.code)?;
+        let invocation = if req.invocation_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            req.invocation_id
+        };
+        let span = tracing::info_span!("agent_run", node = %self.inner.node_id, tenant = %f.tenant, function = %f.name, invocation = %invocation);
+        // Continue the controller's trace (W3C traceparent in the metadata).
+        ephemera_telemetry::set_parent_from(&span, &metadata);
+        let activation = Activation {
+            id: invocation.clone(),
+            action_name: format!("{}/{}", f.tenant, f.name),
+            input,
+            timeout: timeout_of(&f),
+        };
+        let tenant = self.tenant(&f.tenant)?;
+        // Its own task, listed as running until the instance answers: a
+        // controller that stops waiting does not cut it short, and the
+        // placement's lease lives exactly as long as the work.
+        let running = self.inner.running.start(&invocation);
+        let work = {
+            let f = f.clone();
+            tokio::spawn(
+                async move {
+                    let out = tenant.invoke(f, code_dir, activation).await;
+                    drop(running);
+                    out
+                }
+                .instrument(span),
+            )
+        };
+        let outcome = work.await.map_err(|e| {
+            Reason::Unavailable.status(format!("invocation {invocation} task failed: {e}"))
+        })?;
+        match outcome {
+            Ok(out) => reply_of(&f, out),
+            Err(e) => {
+                let status = run_status(&f, &invocation, &self.inner.node_id, e);
+                tracing::info!(tenant = %f.tenant, function = %f.name, "invocation failed: {}", status.message());
+                Err(status)
+            }
+        }
+    }
+
     /// One trial run in a fresh `disk`-mode instance: (peak native, largest file).
     async fn trial(
         &self,
@@ -264,6 +322,13 @@ impl AgentService {
         n: usize,
         input: serde_json::Value,
     ) -> Result<(u64, u64), Status> {
+        // Trials are whole instances: a deploy with many inputs waits its turn.
+        let _slot = self
+            .inner
+            .trials
+            .acquire()
+            .await
+            .map_err(|_| self.shutting_down())?;
         let id = format!(
             "profile-{}-{}",
             n,

@@ -13,6 +13,7 @@ use ephemera_proto::v1::{
     AgentStatusRequest, CodeFile, FunctionSpec, InstanceStatus, Profile, RunReply, RunRequest,
 };
 use ephemera_sys::process;
+use ephemera_trust::{ClusterCa, Credentials, Expect, Identity, Security};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -54,7 +55,11 @@ pub struct TestAgent {
     /// The agent's cgroup subtree name (see `AgentConfig::cgroup_name`).
     pub cgroup: String,
     pub data: tempfile::TempDir,
+    /// A controller's client of this agent (mutual TLS).
     pub client: AgentClient<Channel>,
+    /// The test cluster's CA and member certificates (controller 1 and
+    /// this agent's node), as `ephemera dev` keeps them.
+    pub tls: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -67,6 +72,7 @@ impl TestAgent {
     /// Starts an agent; `tweak` adjusts its configuration first.
     pub async fn start_with(node_id: &str, tweak: impl FnOnce(&mut AgentConfig)) -> TestAgent {
         let data = tempfile::tempdir().expect("tempdir");
+        let tls = data.path().join("tls");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -75,9 +81,10 @@ impl TestAgent {
             node_id,
             data.path(),
             4 << 30,
-            format!("http://{addr}"),
+            format!("https://{addr}"),
             vec![],
             env!("CARGO_BIN_EXE_ephemera-proxy"),
+            Security::mutual(member(&tls, Identity::agent(node_id).expect("node id"))),
         );
         config.intercept_lib = intercept_lib();
         tweak(&mut config);
@@ -86,12 +93,13 @@ impl TestAgent {
         let task = tokio::spawn(ephemera_node_agent::run(config, listener, async move {
             let _ = stopped.await;
         }));
-        let client = connect(&format!("http://{addr}")).await;
+        let client = connect(&tls, &addr.to_string(), node_id).await;
         TestAgent {
             node_id: node_id.to_string(),
             cgroup,
             data,
             client,
+            tls,
             stop: Some(stop),
             task: Some(task),
         }
@@ -155,16 +163,28 @@ impl Drop for TestAgent {
     }
 }
 
-pub async fn connect(url: &str) -> AgentClient<Channel> {
+/// The credentials of `identity` in the test cluster whose CA is in `tls`
+/// (made on first use).
+pub fn member(tls: &Path, identity: Identity) -> Credentials {
+    ClusterCa::init(tls)
+        .and_then(|ca| ca.ensure_member(&identity, &[], tls))
+        .expect("test credentials")
+}
+
+/// Connects to the agent of `node_id` at `addr` as controller 1.
+pub async fn connect(tls: &Path, addr: &str, node_id: &str) -> AgentClient<Channel> {
+    let creds = member(tls, Identity::controller(1).expect("id"));
+    let expect = Expect::Identity(Identity::agent(node_id).expect("node id"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match AgentClient::connect(url.to_string()).await {
-            Ok(c) => return c.max_decoding_message_size(96 << 20),
+        let endpoint = ephemera_trust::member_endpoint(&creds, addr, &expect).expect("endpoint");
+        match endpoint.connect().await {
+            Ok(ch) => return AgentClient::new(ch).max_decoding_message_size(96 << 20),
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => panic!("cannot reach the agent at {url}: {e}"),
+            Err(e) => panic!("cannot reach the agent at {addr}: {e}"),
         }
     }
 }

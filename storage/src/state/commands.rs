@@ -3,7 +3,7 @@
 
 use ephemera_domain::format_size;
 
-use super::records::{function_key, FunctionRecord, NodeState, Profile, Task, TenantRecord};
+use super::records::{function_key, FunctionRecord, NodeState, Profile, Quota, Task};
 use super::{ClusterState, MAX_MEMORY_BYTES};
 use crate::command::Response;
 use crate::policy::Policy;
@@ -27,12 +27,25 @@ impl ClusterState {
                 ));
             }
         }
-        self.tenants.insert(
-            tenant.to_string(),
-            TenantRecord {
-                token_sha256: token_sha256.to_ascii_lowercase(),
-            },
-        );
+        self.tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .token_sha256 = token_sha256.to_ascii_lowercase();
+        Response::Ok
+    }
+
+    pub(super) fn set_tenant_quota(&mut self, tenant: &str, quota: Quota) -> Response {
+        if tenant.is_empty() {
+            return Response::rejected("tenant name is empty");
+        }
+        if quota.memory_bytes > MAX_MEMORY_BYTES {
+            return Response::rejected(format!(
+                "tenant {tenant}: a memory quota of {} bytes exceeds {}",
+                quota.memory_bytes,
+                format_size(MAX_MEMORY_BYTES)
+            ));
+        }
+        self.tenants.entry(tenant.to_string()).or_default().quota = Some(quota);
         Response::Ok
     }
 
@@ -88,7 +101,9 @@ impl ClusterState {
             // The tasks died with the node. They are not remembered as completed: a client
             // retrying such an invocation gets it placed again, which is what it needs.
             for id in std::mem::take(&mut node.tasks) {
-                self.tasks.remove(&id);
+                if let Some(task) = self.tasks.remove(&id) {
+                    self.usage.remove(&task);
+                }
             }
             node.n_alloc = 0;
             node.n_req = 0;
@@ -185,6 +200,23 @@ impl ClusterState {
                 format_size(MAX_MEMORY_BYTES)
             ));
         }
+        let (used, quota) = (self.usage.of(tenant), self.quota(tenant));
+        if used.invocations >= quota.invocations
+            || used.memory_bytes.saturating_add(t_lim) > quota.memory_bytes
+        {
+            return Response::OverQuota {
+                reason: format!(
+                    "tenant {tenant} is at its quota ({} in {} invocations): it holds {} in {} \
+                     invocations, and invocation {invocation_id} of {} needs {} more",
+                    format_size(quota.memory_bytes),
+                    quota.invocations,
+                    format_size(used.memory_bytes),
+                    used.invocations,
+                    key(),
+                    format_size(t_lim)
+                ),
+            };
+        }
         let Some(node) = self.place(policy, t_lim, t_mem) else {
             return Response::rejected(self.no_capacity_reason(tenant, function, t_lim));
         };
@@ -202,17 +234,16 @@ impl ClusterState {
             node_id: node.node_id.clone(),
             addr: node.addr.clone(),
         };
-        self.tasks.insert(
-            invocation_id.to_string(),
-            Task {
-                invocation_id: invocation_id.to_string(),
-                tenant: tenant.to_string(),
-                function: function.to_string(),
-                node_id,
-                t_lim,
-                t_mem,
-            },
-        );
+        let task = Task {
+            invocation_id: invocation_id.to_string(),
+            tenant: tenant.to_string(),
+            function: function.to_string(),
+            node_id,
+            t_lim,
+            t_mem,
+        };
+        self.usage.add(&task);
+        self.tasks.insert(invocation_id.to_string(), task);
         placed
     }
 
@@ -244,6 +275,7 @@ impl ClusterState {
 
     pub(super) fn complete(&mut self, invocation_id: &str) -> Response {
         if let Some(task) = self.tasks.remove(invocation_id) {
+            self.usage.remove(&task);
             if let Some(node) = self.nodes.get_mut(&task.node_id) {
                 node.n_alloc = node.n_alloc.saturating_sub(task.t_lim);
                 node.n_req = node.n_req.saturating_sub(task.t_mem);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::records::NodeState;
+use super::records::{NodeState, Task, TenantUsage};
 use super::COMPLETED_IDS_KEPT;
 use crate::policy::Slot;
 
@@ -92,5 +92,40 @@ impl NodeIndex {
 impl std::fmt::Debug for NodeIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "NodeIndex({} nodes)", self.ids.len())
+    }
+}
+
+/// What each tenant holds, kept in step with the active tasks by `apply`
+/// (derived: rebuilt on load, never serialized).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct UsageIndex(pub(super) BTreeMap<String, TenantUsage>);
+
+impl UsageIndex {
+    pub(super) fn build<'a>(tasks: impl Iterator<Item = &'a Task>) -> Self {
+        let mut index = UsageIndex::default();
+        for t in tasks {
+            index.add(t);
+        }
+        index
+    }
+
+    pub(super) fn of(&self, tenant: &str) -> TenantUsage {
+        self.0.get(tenant).copied().unwrap_or_default()
+    }
+
+    pub(super) fn add(&mut self, task: &Task) {
+        let u = self.0.entry(task.tenant.clone()).or_default();
+        u.memory_bytes = u.memory_bytes.saturating_add(task.t_lim);
+        u.invocations += 1;
+    }
+
+    pub(super) fn remove(&mut self, task: &Task) {
+        if let Some(u) = self.0.get_mut(&task.tenant) {
+            u.memory_bytes = u.memory_bytes.saturating_sub(task.t_lim);
+            u.invocations = u.invocations.saturating_sub(1);
+            if u.invocations == 0 {
+                self.0.remove(&task.tenant);
+            }
+        }
     }
 }

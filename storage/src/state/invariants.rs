@@ -1,7 +1,7 @@
 //! The structural invariants of the state, checked by the tests after
 //! every command (and cheap enough to check in a debugger).
 
-use super::index::NodeIndex;
+use super::index::{NodeIndex, UsageIndex};
 use super::{ClusterState, COMPLETED_IDS_KEPT};
 
 impl ClusterState {
@@ -81,6 +81,9 @@ impl ClusterState {
             if *key != f.key() {
                 return Err(format!("function keyed {key} is {}", f.key()));
             }
+        }
+        if self.usage != UsageIndex::build(self.tasks.values()) {
+            return Err("the per-tenant usage is out of step with the tasks".to_string());
         }
         if self.index != NodeIndex::build(&self.nodes) {
             return Err("the placement index is out of step with the nodes".to_string());

@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, Response};
 use crate::policy::Policy;
 
-use index::{CompletedIds, NodeIndex};
+use index::{CompletedIds, NodeIndex, UsageIndex};
 pub use records::{
-    function_key, CodeFileRecord, FunctionRecord, NodeState, Profile, Task, TenantRecord,
+    function_key, CodeFileRecord, FunctionRecord, NodeState, Profile, Quota, Task, TenantRecord,
+    TenantUsage,
 };
 
 /// The largest memory size any command may carry (1 PiB). Anything larger is a unit mistake,
@@ -57,6 +58,9 @@ pub struct ClusterState {
     /// Derived placement index (not serialized).
     #[serde(skip)]
     index: NodeIndex,
+    /// Derived per-tenant usage (not serialized).
+    #[serde(skip)]
+    usage: UsageIndex,
 }
 
 /// The serialized form of [`ClusterState`]: everything but the derived index.
@@ -73,6 +77,7 @@ struct ClusterStateData {
 impl From<ClusterStateData> for ClusterState {
     fn from(d: ClusterStateData) -> Self {
         let index = NodeIndex::build(&d.nodes);
+        let usage = UsageIndex::build(d.tasks.values());
         ClusterState {
             functions: d.functions,
             nodes: d.nodes,
@@ -80,6 +85,7 @@ impl From<ClusterStateData> for ClusterState {
             tenants: d.tenants,
             completed: d.completed,
             index,
+            usage,
         }
     }
 }
@@ -108,9 +114,24 @@ impl ClusterState {
         self.completed.order.len()
     }
 
-    /// Rebuilds the placement index from `nodes`; needed only after writing `nodes` directly.
+    /// Rebuilds the derived indexes from `nodes` and `tasks`; needed only
+    /// after writing them directly.
     pub fn reindex(&mut self) {
         self.index = NodeIndex::build(&self.nodes);
+        self.usage = UsageIndex::build(self.tasks.values());
+    }
+
+    /// What `tenant` holds now.
+    pub fn usage(&self, tenant: &str) -> TenantUsage {
+        self.usage.of(tenant)
+    }
+
+    /// `tenant`'s quota: the admin's, or [`Quota::DEFAULT`].
+    pub fn quota(&self, tenant: &str) -> Quota {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.quota)
+            .unwrap_or(Quota::DEFAULT)
     }
 
     /// The node `policy` chooses for a task with limit `t_lim` and demand `t_mem` — the same
@@ -153,6 +174,7 @@ impl ClusterState {
                 tenant,
                 token_sha256,
             } => self.set_tenant_token(tenant, token_sha256),
+            Command::SetTenantQuota { tenant, quota } => self.set_tenant_quota(tenant, *quota),
             Command::Batch { commands } => Response::Batch {
                 responses: commands
                     .iter()

@@ -136,10 +136,42 @@ pub struct Task {
     pub t_mem: u64,
 }
 
-/// A tenant's API credential. Only the token's SHA-256 is replicated: the
-/// token itself is shown once, to whoever created it.
+/// A tenant's API credential and quota. Only the token's SHA-256 is
+/// replicated: the token itself is shown once, to whoever created it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRecord {
-    /// Hex SHA-256 of the tenant's bearer token.
+    /// Hex SHA-256 of the tenant's bearer token (empty: no token issued).
     pub token_sha256: String,
+    /// What the admin allows this tenant; [`Quota::DEFAULT`] when unset.
+    #[serde(default)]
+    pub quota: Option<Quota>,
+}
+
+/// How much of the cluster one tenant may hold at once, so no tenant can
+/// fill every node: the sum of its active invocations' `T_lim`, and their
+/// number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Most memory (Σ `T_lim` of active invocations), bytes.
+    pub memory_bytes: u64,
+    /// Most concurrent invocations.
+    pub invocations: u64,
+}
+
+impl Quota {
+    /// A tenant's quota until the admin sets one: 64 GiB and 512 concurrent
+    /// invocations.
+    pub const DEFAULT: Quota = Quota {
+        memory_bytes: 64 << 30,
+        invocations: 512,
+    };
+}
+
+/// What a tenant holds now (derived from the active tasks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUsage {
+    /// Σ `T_lim` of its active invocations, bytes.
+    pub memory_bytes: u64,
+    /// Its active invocations.
+    pub invocations: u64,
 }

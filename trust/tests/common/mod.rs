@@ -185,6 +185,12 @@ impl Controller for ApiDummy {
     ) -> Result<Response<pb::IssueTokenReply>, Status> {
         Err(no("IssueToken"))
     }
+    async fn set_quota(
+        &self,
+        _: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::SetQuotaReply>, Status> {
+        Err(no("SetQuota"))
+    }
     async fn add_member(
         &self,
         _: Request<pb::AddMemberRequest>,
@@ -402,6 +408,7 @@ pub async fn heartbeat(ch: Channel, node: &str) -> Result<bool, Status> {
         "Heartbeat",
         c.heartbeat(pb::HeartbeatRequest {
             node_id: node.into(),
+            running: Vec::new(),
         }),
     )
     .await

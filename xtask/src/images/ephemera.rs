@@ -28,13 +28,8 @@ CMD [\"--help\"]
 /// run for both packages, so features resolve the same on every rerun.
 pub fn build_binaries(b: &mut Build) -> Result<()> {
     if b.run_cargo {
-        b.cargo.build_static(&[
-            "-p",
-            "ephemera-cli",
-            "-p",
-            "ephemera-node-agent",
-            "--bins",
-        ])?;
+        b.cargo
+            .build_static(&["-p", "ephemera-cli", "-p", "ephemera-node-agent", "--bins"])?;
     }
     for name in ["ephemera", "ephemera-proxy"] {
         elf::ensure_static(&cargo::built(&b.cargo.static_out(), name)?)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bollard::models::ContainerUpdateBody;
 use bollard::Docker;
-use ephemera_control_block::ControlBlock;
+use ephemera_control_block::ControlFile;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -38,14 +38,14 @@ pub(super) struct DockerInstance {
 }
 
 impl DockerInstance {
-    /// The instance in container `name`, whose proxy answered on `client`.
+    /// The instance in container `name`, whose proxy answered on `client`;
+    /// its limit starts at `initial_limit` and changes through the engine.
     pub(super) fn new(
         runtime: DockerRuntime,
-        id: String,
-        name: String,
-        dir: PathBuf,
+        (id, name, dir): (String, String, PathBuf),
         client: ProxyClient,
-        control: ControlBlock,
+        control: ControlFile,
+        initial_limit: u64,
         cgroup: Option<Cgroup>,
     ) -> DockerInstance {
         let engine = EngineUpdate {
@@ -56,7 +56,7 @@ impl DockerInstance {
             id,
             launcher_pid: client.launcher_pid(),
             client: Some(client),
-            limits: Arc::new(InstanceLimits::new(control, cgroup, engine)),
+            limits: Arc::new(InstanceLimits::new(control, initial_limit, cgroup, engine)),
             name,
             runtime,
             dir,

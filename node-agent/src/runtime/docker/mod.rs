@@ -48,17 +48,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use ephemera_domain::image;
+use ephemera_sandbox::DockerHardening;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
 
+use super::confine::Confinement;
 use super::process::{cleanup, prepare_dir, proxy_args, ProcessOptions};
 use super::{Instance, InstanceSpec, Runtime, RuntimeError};
 use crate::proxy::client::ProxyClient;
@@ -90,6 +92,8 @@ pub struct DockerOptions {
     pub network: String,
     /// Label value marking this agent's containers (its cgroup name).
     pub owner: String,
+    /// Containers run as their tenant's uid, hardened (`None`: `--insecure`).
+    pub confinement: Option<Arc<Confinement>>,
 }
 
 /// Starts instances as docker containers.
@@ -210,11 +214,10 @@ impl DockerRuntime {
         };
         Ok(Box::new(DockerInstance::new(
             self.clone(),
-            spec.instance_id.clone(),
-            name,
-            dir,
+            (spec.instance_id.clone(), name, dir),
             client,
             control,
+            spec.memory_bytes,
             cgroup,
         )))
     }
@@ -274,21 +277,30 @@ impl DockerRuntime {
         labels.insert("ephemera.instance".to_string(), spec.instance_id.clone());
         labels.insert("ephemera.function".to_string(), spec.qualified());
         labels.insert(OWNER_LABEL.to_string(), self.opts.owner.clone());
+        let mut host_config = HostConfig {
+            memory: Some(limit),
+            memory_swap: Some(limit),
+            binds: Some(binds),
+            network_mode: Some(self.opts.network.clone()),
+            ..Default::default()
+        };
+        let user = match &self.opts.confinement {
+            Some(c) => {
+                let ids = c.prepare(spec, dir, tier, control)?;
+                harden(&mut host_config, c.docker(ids, dir));
+                Some(ids.docker_user())
+            }
+            None => None,
+        };
         let body = ContainerCreateBody {
             image: Some(self.image_name().to_string()),
             entrypoint,
             cmd: Some(cmd),
             env,
+            user,
             working_dir: Some("/".into()),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                memory: Some(limit),
-                memory_swap: Some(limit),
-                binds: Some(binds),
-                network_mode: Some(self.opts.network.clone()),
-                pid_mode: Some("host".into()),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(name).build();
@@ -397,5 +409,33 @@ fn bytes_of(v: Vec<u8>) -> bytes::Bytes {
 impl Runtime for DockerRuntime {
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, RuntimeError>> {
         self.start_inner(spec).boxed()
+    }
+}
+
+/// Applies the sandbox's hardening of an instance container: no
+/// capabilities, `no-new-privileges`, a pids limit, a read-only root file
+/// system (the instance directory is the one writable bind), and the
+/// engine's private pid and IPC namespaces.
+fn harden(host: &mut HostConfig, h: DockerHardening) {
+    host.cap_drop = Some(h.cap_drop);
+    host.cap_add = Some(h.cap_add);
+    host.security_opt = Some(h.security_opt);
+    host.pids_limit = Some(h.pids_limit);
+    host.readonly_rootfs = Some(h.readonly_rootfs);
+    host.pid_mode = h.pid_mode;
+    host.ipc_mode = Some(h.ipc_mode);
+    host.privileged = Some(h.privileged);
+    host.ulimits = Some(
+        h.ulimits
+            .into_iter()
+            .map(|u| ResourcesUlimits {
+                name: Some(u.name),
+                soft: Some(u.soft),
+                hard: Some(u.hard),
+            })
+            .collect(),
+    );
+    if !h.tmpfs.is_empty() {
+        host.tmpfs = Some(h.tmpfs.into_iter().collect());
     }
 }
