@@ -1,7 +1,9 @@
 //! Agents as separate processes on loopback: an agent that dies mid-invocation
 //! fails that invocation with a clear error, is marked down after the
 //! controller's timeout (which releases its placements), and new invocations
-//! go to the other agent.
+//! go to the other agent. A controller SIGKILLed between placing an
+//! invocation and completing it leaves no placement behind: the agent stops
+//! vouching for it when it ends, and the new leader lets its lease expire.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -30,7 +32,7 @@ fn agent(controllers: &Controllers, node: &str, port: u16, dir: &std::path::Path
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
-            .args(["--controller", &controllers.endpoint(1), "--memory", "2GiB"])
+            .args(["--controller", &endpoints(controllers), "--memory", "2GiB"])
             .arg("--data-dir")
             .arg(dir.join(node))
             .arg("--tls-dir")
@@ -53,36 +55,7 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
         Some(agent(&controllers, "node-a", ports[0], data.path())),
         Some(agent(&controllers, "node-b", ports[1], data.path())),
     ];
-    let code = data.path().join("slow");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(
-        code.join("handler.py"),
-        "import time\n\ndef main(args):\n    time.sleep(float(args.get('sleep', 0)))\n    return {'slept': args.get('sleep', 0)}\n",
-    )
-    .unwrap();
-    let out = controllers
-        .cli(&endpoint)
-        .args([
-            "fn",
-            "deploy",
-            "--tenant",
-            "t",
-            "--name",
-            "slow",
-            "--dir",
-            code.to_str().unwrap(),
-            "--cmd",
-            "ephemera-python handler.py",
-            "--memory",
-            "64MiB",
-        ])
-        .output()
-        .expect("run the CLI");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy_slow(&controllers, &endpoint, data.path());
 
     let mut client = controllers.client(1).await.unwrap();
     wait_for("both agents up", Duration::from_secs(30), || {
@@ -202,15 +175,124 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     wait_node(&client, &victim, true).await;
 }
 
+/// Every controller's endpoint, comma-separated (the agent's `--controller`).
+fn endpoints(controllers: &Controllers) -> String {
+    let ids = controllers.running();
+    let all: Vec<String> = ids.iter().map(|id| controllers.endpoint(*id)).collect();
+    all.join(",")
+}
+
+/// Writes the `slow` function (sleeps `args.sleep` seconds) and deploys it as t/slow.
+fn deploy_slow(controllers: &Controllers, endpoint: &str, dir: &std::path::Path) {
+    let code = dir.join("slow");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(
+        code.join("handler.py"),
+        "import time\n\ndef main(args):\n    time.sleep(float(args.get('sleep', 0)))\n    return {'slept': args.get('sleep', 0)}\n",
+    )
+    .unwrap();
+    let out = controllers
+        .cli(endpoint)
+        .args(["fn", "deploy", "--tenant", "t", "--name", "slow", "--dir"])
+        .arg(&code)
+        .args(["--cmd", "ephemera-python handler.py", "--memory", "64MiB"])
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_whose_controller_died_before_complete_expires_with_its_lease() {
+    // Leases (and node timeouts) of 3 s.
+    let mut controllers = Controllers::start_with(3, 10_000, 3);
+    let leader = controllers.leader(Duration::from_secs(30)).await;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let _agent = agent(&controllers, "node-a", port, data.path());
+    deploy_slow(&controllers, &controllers.endpoint(leader), data.path());
+    let survivor = controllers.follower_of(leader);
+    let mut client = controllers.client(survivor).await.unwrap();
+    wait_for("the agent up", Duration::from_secs(30), || {
+        let c = client.clone();
+        async move { status(c).await.nodes.iter().any(|n| n.up).then_some(()) }
+    })
+    .await;
+
+    // An invocation through the leader, running for 4 s on the agent...
+    let mut invoker = controllers.client(leader).await.unwrap();
+    let inflight = tokio::spawn(async move {
+        invoker
+            .invoke(authed(InvokeRequest {
+                tenant: "t".into(),
+                name: "slow".into(),
+                input_json: r#"{"sleep": 4}"#.into(),
+                invocation_id: "orphan-1".into(),
+            }))
+            .await
+    });
+    wait_for("the instance busy", Duration::from_secs(30), || {
+        let c = client.clone();
+        async move {
+            let s = status(c).await;
+            s.instances.iter().any(|i| i.state == "busy").then_some(())
+        }
+    })
+    .await;
+    let held = status(client.clone()).await;
+    assert_eq!(held.nodes[0].active_tasks, 1, "{held:?}");
+    // ...whose controller dies before it can commit `Complete`.
+    controllers.kill(leader);
+    assert!(inflight.await.unwrap().is_err(), "its controller died");
+
+    // The function ends, the agent stops vouching for it, its lease runs
+    // out under the new leader: everything is returned, the node stays up.
+    let s = wait_for(
+        "the orphaned placement released",
+        Duration::from_secs(30),
+        || {
+            let c = client.clone();
+            async move {
+                // Refusals while a new leader is elected are retried.
+                let s = try_status(c).await?;
+                let n = s.nodes.first()?;
+                (n.active_tasks == 0 && n.n_alloc == 0 && n.n_req == 0).then_some(s)
+            }
+        },
+    )
+    .await;
+    assert!(s.nodes[0].up, "{s:?}");
+    // And the node serves the next invocation through the survivors.
+    let out = controllers
+        .cli(&controllers.endpoint(survivor))
+        .args(["invoke", "t/slow", "--input", r#"{"sleep": 0}"#])
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    client = controllers.client(survivor).await.unwrap();
+    assert_eq!(status(client).await.nodes[0].active_tasks, 0);
+}
+
 type Client = ephemera_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;
 
-async fn status(mut c: Client) -> StatusReply {
+async fn status(c: Client) -> StatusReply {
+    try_status(c).await.expect("status")
+}
+
+async fn try_status(mut c: Client) -> Option<StatusReply> {
     c.status(authed(StatusRequest {
         tenant: String::new(),
     }))
     .await
-    .unwrap()
-    .into_inner()
+    .ok()
+    .map(|r| r.into_inner())
 }
 
 /// Waits until the controller reports `node` up (or down); returns that status.

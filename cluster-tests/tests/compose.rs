@@ -17,7 +17,12 @@
 //! d. SIGKILL an agent mid-invocation: a clear error naming the node, the
 //!    agent marked down and its tasks released, new invocations on the other;
 //! f. (after a) an invocation through the CLI is one trace in the collector,
-//!    CLI → controller → Raft schedule → agent → tenant actor → instance.
+//!    CLI → controller → Raft schedule → agent → tenant actor → instance;
+//! g. (after f) an attacker's function: runs as a tenant uid with no token in
+//!    its environment, cannot write the root filesystem, is stopped by the
+//!    pids limit, damages its control block without hurting its agent; its
+//!    container is non-root, `cap_drop: ALL`, `no-new-privileges`,
+//!    read-only, with its own pid namespace and no network.
 //!
 //! `EPHEMERA_SKIP_COMPOSE=1` skips (loudly); `EPHEMERA_NO_BUILD=1` reuses the
 //! images. Run with `--nocapture` to see the measurements.
@@ -34,6 +39,9 @@ use ephemera_cluster_tests::{wait_for, wait_until};
 use ephemera_proto::v1::{InvokeReply, InvokeRequest, PlaceRequest, ReleaseRequest};
 use ephemera_telemetry::INVOCATION_SPANS;
 use serde_json::{json, Value};
+
+#[path = "compose/confined.rs"]
+mod confined;
 
 const TENANT: &str = "ct";
 /// Leader kills in section b.
@@ -85,6 +93,15 @@ async fn scenarios(c: &ComposeCluster) -> String {
     let mut report = String::new();
     report += &timed("a", up_from_nothing(c)).await;
     report += &timed("f", traces(c)).await;
+    report += &timed(
+        "g",
+        confined::instances_are_confined(
+            c,
+            |name| deploy(c, name, &fixture(name), "64MiB", 30),
+            |name| cli_invoke_details(c, 1, name, "{}", false),
+        ),
+    )
+    .await;
     report += &timed("e", noop_latency(c)).await;
     report += &timed("b", leader_kills(c)).await;
     report += &timed("c", pause_and_partition(c)).await;
