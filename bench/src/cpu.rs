@@ -26,7 +26,7 @@ use ephemera_proto::v1::CodeFile;
 use crate::error::BenchError;
 use crate::node::{cpu_next_to_idle_io, run_one, Node};
 use crate::options::MixOptions;
-use crate::stats::{median, pct};
+use crate::stats::{median, pct, spread};
 use crate::workload::{cpu_input, prepare, spec, MIB};
 
 /// One ratio over the rounds.
@@ -45,12 +45,11 @@ pub struct RatioSummary {
 impl RatioSummary {
     fn new(a: &[f64], b: &[f64]) -> RatioSummary {
         let change_pct: Vec<f64> = a.iter().zip(b).map(|(a, b)| pct(*b, *a)).collect();
-        let mut sorted = change_pct.clone();
-        sorted.sort_by(f64::total_cmp);
+        let (median_pct, min_pct, max_pct) = spread(&change_pct);
         RatioSummary {
-            median_pct: median(&sorted),
-            min_pct: sorted.first().copied().unwrap_or(f64::NAN),
-            max_pct: sorted.last().copied().unwrap_or(f64::NAN),
+            median_pct,
+            min_pct,
+            max_pct,
             change_pct,
         }
     }

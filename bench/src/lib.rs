@@ -16,6 +16,8 @@
 //! - [`cpu`]: the CPU task's latency measured interleaved, for the preload's
 //!   and lending's cost: [`cpu_interleaved`].
 //! - [`decision`]: the tenant pool's decision time per memory event.
+//! - [`sandbox`]: what confining an instance costs, on its start and on a
+//!   warm invocation, confined and plain agents interleaved: [`sandbox_cost`].
 //! - `options`: [`MixOptions`], what the node-agent benches run.
 //! - `node`: a fresh in-process agent per scenario and the invocations made
 //!   of it.
@@ -42,6 +44,7 @@
 
 pub mod cpu;
 pub mod decision;
+pub mod sandbox;
 pub mod sharing;
 
 mod error;
@@ -54,5 +57,6 @@ pub use cpu::{cpu_interleaved, CpuAbReport, RatioSummary};
 pub use decision::{decision_time, DecisionTime};
 pub use error::BenchError;
 pub use options::MixOptions;
+pub use sandbox::{sandbox_cost, SandboxOptions, SandboxReport};
 pub use sharing::{sharing_mix, MixReport, ScenarioReport};
 pub use workload::WORKLOAD_PY;

@@ -38,6 +38,17 @@ pub(crate) fn median(sorted: &[f64]) -> f64 {
     }
 }
 
+/// The median, lowest and highest of `v` (NaN for none).
+pub(crate) fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (
+        median(&sorted),
+        sorted.first().copied().unwrap_or(f64::NAN),
+        sorted.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +60,6 @@ mod tests {
         assert_eq!(mean(&[]), 0.0);
         assert!((pct(110.0, 100.0) - 10.0).abs() < 1e-9);
         assert!(pct(1.0, 0.0).is_nan());
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
     }
 }

@@ -95,6 +95,9 @@ pub enum BenchCmd {
     Cpu(CpuArgs),
     /// The memory tier against a plain directory and tmpfs (runs `tier-bench`).
     Tier(TierArgs),
+    /// What confining an instance costs: instance start and a warm no-op
+    /// invocation, confined and plain agents interleaved (needs root).
+    Sandbox(SandboxArgs),
     /// Committed placements per second through local controller processes.
     Placements(PlacementsArgs),
     /// Placement policies: replay a trace, or time decisions on synthetic clusters.
@@ -338,6 +341,20 @@ pub struct CpuArgs {
     /// Target length of one CPU invocation, ms.
     #[arg(long, default_value_t = 300)]
     pub ms: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What confining an instance costs, interleaved.
+#[derive(clap::Args, Debug)]
+pub struct SandboxArgs {
+    /// Rounds (one new instance on each agent per round).
+    #[arg(long, default_value_t = 20)]
+    pub rounds: usize,
+    /// Warm no-op invocations per instance per round.
+    #[arg(long, default_value_t = 20)]
+    pub warm: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

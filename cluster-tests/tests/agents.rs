@@ -68,17 +68,7 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     .await;
 
     // One slow invocation in flight, and one placement held on the same node.
-    let mut invoker = client.clone();
-    let inflight = tokio::spawn(async move {
-        invoker
-            .invoke(authed(InvokeRequest {
-                tenant: "t".into(),
-                name: "slow".into(),
-                input_json: r#"{"sleep": 20}"#.into(),
-                invocation_id: "slow-1".into(),
-            }))
-            .await
-    });
+    let inflight = spawn_slow(client.clone(), 20, "slow-1");
     let victim = wait_for(
         "the invocation to be placed",
         Duration::from_secs(30),
@@ -223,17 +213,8 @@ async fn a_placement_whose_controller_died_before_complete_expires_with_its_leas
     .await;
 
     // An invocation through the leader, running for 4 s on the agent...
-    let mut invoker = controllers.client(leader).await.unwrap();
-    let inflight = tokio::spawn(async move {
-        invoker
-            .invoke(authed(InvokeRequest {
-                tenant: "t".into(),
-                name: "slow".into(),
-                input_json: r#"{"sleep": 4}"#.into(),
-                invocation_id: "orphan-1".into(),
-            }))
-            .await
-    });
+    let invoker = controllers.client(leader).await.unwrap();
+    let inflight = spawn_slow(invoker, 4, "orphan-1");
     wait_for("the instance busy", Duration::from_secs(30), || {
         let c = client.clone();
         async move {
@@ -278,6 +259,22 @@ async fn a_placement_whose_controller_died_before_complete_expires_with_its_leas
     );
     client = controllers.client(survivor).await.unwrap();
     assert_eq!(status(client).await.nodes[0].active_tasks, 0);
+}
+
+/// Invokes t/slow for `secs` seconds as invocation `id`, on a task of its own.
+fn spawn_slow(
+    mut client: Client,
+    secs: u64,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<ephemera_proto::v1::InvokeReply>, tonic::Status>>
+{
+    let req = InvokeRequest {
+        tenant: "t".into(),
+        name: "slow".into(),
+        input_json: format!(r#"{{"sleep": {secs}}}"#),
+        invocation_id: id.into(),
+    };
+    tokio::spawn(async move { client.invoke(authed(req)).await })
 }
 
 type Client = ephemera_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;

@@ -12,6 +12,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,15 @@ impl Driver {
         };
         let path = base.join(instance_id);
         fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
+        // An instance may read its own limits (runtimes size their heaps
+        // from them, whatever uid they run as): its directory is readable,
+        // the ones above it only traversable, so no instance lists the others.
+        for dir in [base.parent(), Some(base.as_path())].into_iter().flatten() {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+                .map_err(io_err("setting the mode of", dir))?;
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .map_err(io_err("setting the mode of", &path))?;
         let cg = Cgroup {
             has_memsw: !v2 && path.join("memory.memsw.limit_in_bytes").exists(),
             path,

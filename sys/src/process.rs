@@ -105,6 +105,39 @@ pub fn join_cgroup_on_exec(cmd: &mut std::process::Command, procs_file: &Path) -
     Ok(())
 }
 
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Prepares the child of `cmd` to be a launcher fed through a pipe: between
+/// fork and exec it gets `result_fd` as its fd 3 (inheritable), leads a
+/// process group of its own (so it and its children are killed together),
+/// and is killed when the thread that spawned it dies.
+pub fn launcher_on_exec(cmd: &mut std::process::Command, result_fd: i32) {
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (dup2, fcntl, setpgid, prctl); it touches
+    // no memory shared with other threads and does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            if result_fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(result_fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setpgid(0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,17 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
             let report = ephemera_bench::cpu_interleaved(opts).await?;
             print_report(&report, a.json)
         }
+        BenchCmd::Sandbox(a) => {
+            let mix = mix_options("bench sandbox")?;
+            let report = ephemera_bench::sandbox_cost(ephemera_bench::SandboxOptions {
+                proxy_bin: mix.proxy_bin,
+                intercept_lib: mix.intercept_lib,
+                rounds: a.rounds,
+                warm: a.warm,
+            })
+            .await?;
+            print_report(&report, a.json)
+        }
         BenchCmd::Tier(a) => {
             let bench = artifacts::tool("tier-bench")?;
             let status = std::process::Command::new(&bench)

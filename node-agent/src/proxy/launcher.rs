@@ -4,9 +4,9 @@
 //! and its exit into [`Event`]s on one channel for the main thread.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,28 +99,9 @@ pub(super) fn spawn_launcher(
         cmd.env("PATH", path);
     }
     let wfd = write_end.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (dup2, fcntl, setpgid, prctl); it touches
-    // no memory shared with other threads and does not allocate.
-    unsafe {
-        cmd.pre_exec(move || {
-            if wfd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(wfd, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setpgid(0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The proxy spawns from its main thread, which lives as long as
-            // the proxy: the launcher dies with it.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            Ok(())
-        });
-    }
+    // The proxy spawns from its main thread, which lives as long as the
+    // proxy: the launcher dies with it.
+    ephemera_sys::process::launcher_on_exec(&mut cmd, wfd);
     let mut child = cmd
         .spawn()
         .map_err(ctx(format!("starting launcher `/bin/sh -c {}`", args.cmd)))?;

@@ -46,8 +46,7 @@ impl Confinement {
     /// `cgroup_name`; removes what a previous run of this agent left.
     /// Refused unless the agent is root: switching uids needs it.
     pub fn new(state_dir: &Path, cgroup_name: &str) -> Result<Confinement, RuntimeError> {
-        // SAFETY: geteuid cannot fail and touches no memory.
-        if unsafe { libc::geteuid() } != 0 {
+        if !ephemera_sys::process::is_root() {
             return Err(RuntimeError::Io {
                 what: "confining instances under per-tenant uids".into(),
                 source: std::io::Error::new(
