@@ -30,6 +30,8 @@ pub extern "C" fn fork() -> pid_t {
     let pid = unsafe { real_fork() };
     if pid == 0 {
         tier::state().reset_in_child();
+        crate::shared::refresh_pid();
+        guard((), || tier::lock().after_fork_child());
         // Retained mappings were inherited: forget them without touching the
         // parent's share of the gauge, and count from zero.
         guard((), || tier::lock().drop_retained(true));
