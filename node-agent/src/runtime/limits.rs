@@ -58,6 +58,27 @@ impl<A: ApplyLimit> InstanceLimits<A> {
         }
     }
 
+    /// Trims the tier files that dead processes of the instance had mapped
+    /// back to their logical sizes (a killed process leaves its reservation,
+    /// zero padding, in the kernel size). Owners still running are left
+    /// alone; pids come from the function's own table, so only a pid the
+    /// kernel says is gone counts as dead, and the repair itself never
+    /// follows a symlink or leaves `tier` (see `ControlFile::repair`).
+    pub(super) fn repair_tier(&self, tier: &std::path::Path) {
+        let gone = |pid: u64| i32::try_from(pid).is_ok_and(ephemera_sys::process::gone);
+        match self.control.repair(tier, |pid| !gone(pid)) {
+            Ok(r) if r.trimmed > 0 => {
+                tracing::info!(
+                    files = r.trimmed,
+                    bytes = r.bytes,
+                    "tier repaired after a crash"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("tier repair of {}: {e}", tier.display()),
+        }
+    }
+
     /// Tells the tier its new limit (a failed write is the function's doing:
     /// it damaged its own block, and only its tier misses the news).
     fn publish(&self, bytes: u64) {

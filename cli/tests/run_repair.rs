@@ -1,0 +1,29 @@
+//! `ephemera run` repairs the tier after the command is killed: a process
+//! SIGKILLed right after writing 100 bytes to a mapped tier file leaves a
+//! reservation (zero padding) in the kernel size; once `ephemera run`
+//! returns, the file holds exactly its 100 bytes.
+
+mod common;
+
+#[test]
+fn a_killed_command_leaves_no_padding_after_ephemera_run() {
+    let tier = tempfile::tempdir().unwrap();
+    let file = tier.path().join("f");
+    let script = "import os, sys\n\
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR, 0o644)\n\
+os.write(fd, b'x' * 100)\n\
+os.kill(os.getpid(), 9)\n";
+    let out = std::process::Command::new(common::ephemera())
+        .args(["run", "--mode", "memory", "--tier-dir"])
+        .arg(tier.path())
+        .args(["--", "python3", "-c", script])
+        .arg(&file)
+        .output()
+        .expect("run ephemera run");
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), vec![b'x'; 100], "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trimmed 1 tier file"),
+        "{out:?}"
+    );
+}
