@@ -50,8 +50,11 @@ pub const E_OWNER: usize = 4;
 pub const E_BIRTH: usize = 5;
 /// Entry word: flags ([`F_CROWDED`]).
 pub const E_FLAGS: usize = 6;
+/// Entry word: an fd number of the file in the owner, through which
+/// another process can reach it (`/proc/<owner>/fd/<n>`, checked by inode).
+pub const E_FD: usize = 7;
 /// Entry words from here to the end: pids with the file open (0 = none).
-pub const E_USERS: usize = 7;
+pub const E_USERS: usize = 8;
 /// More processes had the file open than [`E_USERS`] slots hold: nobody
 /// maps it until the entry is freed.
 pub const F_CROWDED: u64 = 1;

@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ephemera_control_block::table::{
-    ENTRIES, ENTRY_WORDS, E_BIRTH, E_DEV, E_FLAGS, E_INO, E_LOCK, E_OWNER, E_SIZE, E_USERS,
+    ENTRIES, ENTRY_WORDS, E_BIRTH, E_DEV, E_FD, E_FLAGS, E_INO, E_LOCK, E_OWNER, E_SIZE, E_USERS,
     FILE_SIZE, F_CROWDED, TABLE_OFFSET, TABLE_SIZE,
 };
 use libc::c_int;
@@ -274,6 +274,7 @@ pub fn open(dev: u64, ino: u64, fd: c_int, want_map: bool, size: u64) -> Opened 
             size
         };
         e[E_SIZE].store(size, Ordering::Release);
+        e[E_FD].store(fd.max(0) as u64, Ordering::Relaxed);
         e[E_OWNER].store(me, Ordering::Release);
     }
     unlock(&w[0]);
@@ -459,4 +460,52 @@ pub fn foreign_size(dev: u64, ino: u64) -> Option<u64> {
         return None;
     }
     Some(e[E_SIZE].load(Ordering::Acquire))
+}
+
+/// Before this process starts another program (`exec`, spawns): takes
+/// every file another live process owns to the kernel path, so a program
+/// without the preload (a static binary, a child with `LD_PRELOAD`
+/// removed) sees exact sizes too. The file is reached through the owner's
+/// fd (`/proc/<owner>/fd/<n>`, same user), checked by device and inode;
+/// a file that cannot be reached stays with its owner.
+pub fn take_all() {
+    let Some(w) = words() else { return };
+    let me = me();
+    lock(&w[0]);
+    for s in 1..ENTRIES {
+        let e = &w[s * ENTRY_WORDS..(s + 1) * ENTRY_WORDS];
+        let owner = e[E_OWNER].load(Ordering::Acquire);
+        if e[E_INO].load(Ordering::Relaxed) == 0 || owner == 0 || owner == me {
+            continue;
+        }
+        let mut path = [0u8; 64];
+        let prefix = b"/proc/";
+        path[..prefix.len()].copy_from_slice(prefix);
+        let mut n = prefix.len();
+        n += crate::fmt::write_u64(&mut path[n..], owner);
+        path[n..n + 4].copy_from_slice(b"/fd/");
+        n += 4;
+        crate::fmt::write_u64(&mut path[n..], e[E_FD].load(Ordering::Relaxed));
+        // SAFETY: `path` is NUL-terminated (zeroed past the digits).
+        let fd = unsafe {
+            sys::openat(
+                libc::AT_FDCWD,
+                path.as_ptr().cast(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                0,
+            )
+        };
+        if fd < 0 {
+            continue;
+        }
+        let same = sys::fstat(fd).is_some_and(|st| {
+            st.st_dev == e[E_DEV].load(Ordering::Relaxed)
+                && st.st_ino == e[E_INO].load(Ordering::Relaxed)
+        });
+        if same {
+            take_away(e, fd);
+        }
+        sys::close(fd);
+    }
+    unlock(&w[0]);
 }

@@ -10,9 +10,15 @@ use libc::{c_char, c_int, c_void, pid_t, FILE};
 use super::{guard, pass};
 use crate::tier;
 
-/// Hands every mapped file to the kernel.
+/// Hands every mapped file to the kernel, this process's and (through the
+/// shared table) the other processes' of the instance: the program about to
+/// start may not have the preload.
 pub fn sync_all() {
-    guard((), || tier::lock().fallback_all());
+    guard((), || {
+        let mut t = tier::lock();
+        t.fallback_all();
+        crate::shared::take_all();
+    });
 }
 
 /// `fork`: the tier lock is held across the real fork (after syncing), so
