@@ -1,5 +1,5 @@
 //! `ephemera run` repairs the tier after the command is killed: a process
-//! SIGKILLed right after writing 100 bytes to a mapped tier file leaves a
+//! SIGKILLed right after growing a mapped tier file to 100 bytes leaves a
 //! reservation (zero padding) in the kernel size; once `ephemera run`
 //! returns, the file holds exactly its 100 bytes.
 
@@ -11,6 +11,7 @@ fn a_killed_command_leaves_no_padding_after_ephemera_run() {
     let file = tier.path().join("f");
     let script = "import os, sys\n\
 fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR, 0o644)\n\
+os.ftruncate(fd, 100)\n\
 os.write(fd, b'x' * 100)\n\
 os.kill(os.getpid(), 9)\n";
     let out = std::process::Command::new(common::ephemera())

@@ -431,6 +431,34 @@ impl Tier {
         }
     }
 
+    /// Whether `(dev, ino)` is mapped here (open or retained): an `O_TRUNC`
+    /// open of it can be served in memory ([`Tier::truncate_opened`]).
+    pub fn mapped_here(&self, dev: u64, ino: u64) -> bool {
+        self.inodes.mapped(dev, ino)
+    }
+
+    /// Completes an `O_TRUNC` open made without the flag: in memory when the
+    /// file is still mapped and ours (see `mapping::clear`), else by the
+    /// kernel.
+    pub fn truncate_opened(&mut self, fd: c_int) {
+        let Some((_, o)) = self.ofd(fd) else {
+            sys::ftruncate(fd, 0);
+            return;
+        };
+        let inode = self.inodes.get(o.inode);
+        let ours = inode.place == Place::Memory
+            && inode.writable
+            && !inode.handover_pending
+            && shared::owns(inode.slot);
+        if ours {
+            shared::publish(inode.slot, 0);
+            mapping::clear(inode);
+            return;
+        }
+        self.fallback_inode(o.inode);
+        sys::ftruncate(fd, 0);
+    }
+
     /// The logical size of `(dev, ino)` if it is in memory.
     pub fn memory_size(&self, dev: u64, ino: u64) -> Option<u64> {
         self.inodes.memory_size(dev, ino)

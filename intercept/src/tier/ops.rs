@@ -102,7 +102,7 @@ impl Tier {
         r
     }
 
-    /// Before `fsync`/`fdatasync`: flushes the mapping and syncs the size.
+    /// `fsync`/`fdatasync`: syncs the size to the kernel.
     pub fn sync(&mut self, fd: c_int) {
         self.sync_in(fd);
         self.leave();
@@ -192,16 +192,26 @@ impl Tier {
             sys::drop_cached(fd);
             return None;
         }
-        if mapping::reserve(inode, end, fd, room).is_err() {
-            self.fallback_inode(o.inode);
-            return None;
+        if end > inode.ksize {
+            // A write past the kernel size: `pwrite(2)` it (see
+            // `mapping::extend`), no reservation and no page faults.
+            // SAFETY: the caller guarantees `buf` for `n` bytes.
+            if unsafe { mapping::extend(inode, fd, off, buf.cast(), n) }.is_err() {
+                self.fallback_inode(o.inode);
+                return None;
+            }
+        } else {
+            if mapping::reserve(inode, end, fd, room).is_err() {
+                self.fallback_inode(o.inode);
+                return None;
+            }
+            // SAFETY: `reserve` made `[off, end)` file-backed; the caller
+            // guarantees `buf`.
+            unsafe { mapping::copy_in(inode, off, buf.cast(), n) };
         }
         self.tick += 1;
         let inode = self.inodes.get(o.inode);
         inode.last_use = self.tick;
-        // SAFETY: `reserve` made `[off, end)` file-backed; the caller
-        // guarantees `buf`.
-        unsafe { mapping::copy_in(inode, off, buf.cast(), n) };
         let size = inode.size;
         shared::publish(inode.slot, size);
         if at.is_none() {
@@ -278,7 +288,7 @@ impl Tier {
         Some(0)
     }
 
-    /// Before `fsync`/`fdatasync`: flushes the mapping and syncs the size.
+    /// `fsync`/`fdatasync`: syncs the size to the kernel.
     fn sync_in(&mut self, fd: c_int) {
         let Some((_, o)) = self.memory_fd(fd) else {
             return;
@@ -288,8 +298,9 @@ impl Tier {
         } else {
             self.writable_fd(o.inode)
         };
+        // Coherent (the kernel size is the logical size) but not forced to
+        // disk: see `hooks::io::fsync`.
         let inode = self.inodes.get(o.inode);
         let _ = mapping::sync_size(inode, wfd, fd);
-        mapping::flush(inode);
     }
 }
