@@ -28,14 +28,7 @@ impl ControlFile {
     /// [`ControlBlock::create`] does, and keeps only a file handle.
     pub fn create(path: &Path, mem_limit: u64, mode: Mode) -> io::Result<ControlFile> {
         drop(ControlBlock::create(path, mem_limit, mode)?);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
-        Ok(ControlFile {
-            file,
-            raises_seen: AtomicU64::new(0),
-        })
+        Self::open(path)
     }
 
     /// Opens an existing block (made by [`ControlFile::create`] or

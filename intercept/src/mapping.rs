@@ -18,6 +18,8 @@ use crate::sys;
 const PAGE: u64 = 4096;
 /// Smallest address range reserved for a file.
 const MIN_CAP: u64 = 256 << 10;
+/// `MADV_POPULATE_WRITE` (Linux 5.14; older kernels refuse it, harmlessly).
+const POPULATE_WRITE: libc::c_int = 23;
 /// Smallest step the kernel size grows by.
 const MIN_GROW: u64 = 64 << 10;
 
@@ -35,17 +37,7 @@ pub fn map(inode: &mut Inode, fd: c_int, accmode: c_int, size: u64) -> Result<()
     let (map_fd, writable, temp) = if accmode == libc::O_RDWR {
         (fd, true, false)
     } else {
-        let mut buf = [0u8; 32];
-        let p = sys::proc_fd_path(fd, &mut buf);
-        // SAFETY: `p` is NUL-terminated.
-        let rw = unsafe {
-            sys::openat(
-                libc::AT_FDCWD,
-                p.as_ptr().cast(),
-                libc::O_RDWR | libc::O_CLOEXEC,
-                0,
-            )
-        };
+        let rw = sys::reopen(fd, libc::O_RDWR);
         if rw >= 0 {
             (rw, true, true)
         } else if accmode == libc::O_RDONLY {
@@ -216,6 +208,21 @@ pub unsafe fn extend(
         }
         done += r as usize;
     }
+    // Map the new pages now, in one call (MADV_POPULATE_WRITE), rather than
+    // one fault each when they are next read or rewritten through the
+    // mapping: sequential 1 MiB rewrites measured 0.67x disk without it.
+    let from = inode.ksize & !(PAGE - 1);
+    if end > from {
+        // SAFETY: `[from, end)` lies in our mapping (cap >= end) and in the
+        // file (its size is now at least `end`); populating changes no data.
+        unsafe {
+            sys::madvise(
+                (inode.base + from as usize) as *mut libc::c_void,
+                (end - from) as usize,
+                POPULATE_WRITE,
+            )
+        };
+    }
     set_ksize(inode, inode.ksize.max(end));
     inode.size = inode.size.max(end);
     crate::trace::event("extend", [inode.ino, inode.size, inode.ksize, fd as u64]);
@@ -254,17 +261,7 @@ pub fn sync_size(inode: &mut Inode, fd: c_int, any_fd: c_int) -> Result<(), c_in
     let (wfd, temp) = if fd >= 0 {
         (fd, false)
     } else {
-        let mut buf = [0u8; 32];
-        let p = sys::proc_fd_path(any_fd, &mut buf);
-        // SAFETY: `p` is NUL-terminated.
-        let w = unsafe {
-            sys::openat(
-                libc::AT_FDCWD,
-                p.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-                0,
-            )
-        };
+        let w = sys::reopen(any_fd, libc::O_WRONLY);
         if w < 0 {
             return Err(sys::errno());
         }

@@ -323,17 +323,7 @@ fn trim(fd: c_int, size: u64) {
     if sys::fstat(fd).is_none_or(|s| s.st_size.max(0) as u64 <= size) {
         return;
     }
-    let mut buf = [0u8; 32];
-    let p = sys::proc_fd_path(fd, &mut buf);
-    // SAFETY: `p` is NUL-terminated.
-    let w = unsafe {
-        sys::openat(
-            libc::AT_FDCWD,
-            p.as_ptr().cast(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-            0,
-        )
-    };
+    let w = sys::reopen(fd, libc::O_WRONLY);
     if w >= 0 {
         sys::ftruncate(w, size as i64);
         sys::close(w);
@@ -386,13 +376,18 @@ pub fn close(slot: u32) {
     let me = me();
     lock(&w[0]);
     let _ = e[E_OWNER].compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+    drop_user(e, me);
+    unlock(&w[0]);
+}
+
+/// Removes `pid` from an entry's openers, freeing the entry if it is unused.
+fn drop_user(e: &[AtomicU64], pid: u64) {
     for u in &e[E_USERS..] {
-        if u.load(Ordering::Relaxed) == me {
+        if u.load(Ordering::Relaxed) == pid {
             u.store(0, Ordering::Relaxed);
         }
     }
     free_if_unused(e);
-    unlock(&w[0]);
 }
 
 fn free_if_unused(e: &[AtomicU64]) {
@@ -439,12 +434,7 @@ fn forget_me() {
         }
         let _ = e[E_OWNER].compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
         let _ = e[E_LOCK].compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
-        for u in &e[E_USERS..] {
-            if u.load(Ordering::Relaxed) == me {
-                u.store(0, Ordering::Relaxed);
-            }
-        }
-        free_if_unused(e);
+        drop_user(e, me);
     }
     unlock(&w[0]);
 }

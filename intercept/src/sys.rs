@@ -335,6 +335,23 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32) {
     }
 }
 
+/// Opens the file behind `fd` again with `flags` (through
+/// `/proc/self/fd/<fd>`, plus `O_CLOEXEC`): a new open file description,
+/// e.g. writable when `fd` is not. -1 with errno on failure.
+pub fn reopen(fd: c_int, flags: c_int) -> c_int {
+    let mut buf = [0u8; 32];
+    let p = proc_fd_path(fd, &mut buf);
+    // SAFETY: `p` is NUL-terminated.
+    unsafe {
+        openat(
+            libc::AT_FDCWD,
+            p.as_ptr().cast(),
+            flags | libc::O_CLOEXEC,
+            0,
+        )
+    }
+}
+
 /// Formats `/proc/self/fd/<fd>` NUL-terminated into `buf`; returns the slice.
 pub fn proc_fd_path(fd: c_int, buf: &mut [u8; 32]) -> &[u8] {
     let prefix = b"/proc/self/fd/";

@@ -54,6 +54,13 @@ impl Tier {
         }
     }
 
+    /// Runs one operation, then ends the shared-entry section it began.
+    fn op<R>(&mut self, f: impl FnOnce(&mut Tier) -> R) -> R {
+        let r = f(self);
+        self.leave();
+        r
+    }
+
     /// `read`/`pread` from memory; `None`: the kernel serves it.
     ///
     /// # Safety
@@ -66,9 +73,7 @@ impl Tier {
         at: Option<i64>,
     ) -> Option<isize> {
         // SAFETY: the caller's contract.
-        let r = unsafe { self.read_in(fd, buf, n, at) };
-        self.leave();
-        r
+        self.op(|t| unsafe { t.read_in(fd, buf, n, at) })
     }
 
     /// `write`/`pwrite` into memory; `None`: the kernel serves it.
@@ -83,29 +88,22 @@ impl Tier {
         at: Option<i64>,
     ) -> Option<isize> {
         // SAFETY: the caller's contract.
-        let r = unsafe { self.write_in(fd, buf, n, at) };
-        self.leave();
-        r
+        self.op(|t| unsafe { t.write_in(fd, buf, n, at) })
     }
 
     /// `lseek` in memory.
     pub fn seek(&mut self, fd: c_int, off: i64, whence: c_int) -> Option<i64> {
-        let r = self.seek_in(fd, off, whence);
-        self.leave();
-        r
+        self.op(|t| t.seek_in(fd, off, whence))
     }
 
     /// `ftruncate` in memory.
     pub fn truncate(&mut self, fd: c_int, len: i64) -> Option<c_int> {
-        let r = self.truncate_in(fd, len);
-        self.leave();
-        r
+        self.op(|t| t.truncate_in(fd, len))
     }
 
     /// `fsync`/`fdatasync`: syncs the size to the kernel.
     pub fn sync(&mut self, fd: c_int) {
-        self.sync_in(fd);
-        self.leave();
+        self.op(|t| t.sync_in(fd))
     }
 
     /// `read`/`pread` from memory.
