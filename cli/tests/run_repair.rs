@@ -1,5 +1,5 @@
 //! `ephemera run` repairs the tier after the command is killed: a process
-//! SIGKILLed right after growing a mapped tier file to 100 bytes leaves a
+//! SIGKILLed right after cutting a mapped tier file to 100 bytes leaves a
 //! reservation (zero padding) in the kernel size; once `ephemera run`
 //! returns, the file holds exactly its 100 bytes.
 
@@ -9,10 +9,12 @@ mod common;
 fn a_killed_command_leaves_no_padding_after_ephemera_run() {
     let tier = tempfile::tempdir().unwrap();
     let file = tier.path().join("f");
+    // Opened at 80 KiB, the file is mapped; cut to 100 B in memory, its
+    // kernel size keeps the 80 KiB as reservation.
     let script = "import os, sys\n\
-fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR, 0o644)\n\
+open(sys.argv[1], 'wb').write(b'x' * (80 << 10))\n\
+fd = os.open(sys.argv[1], os.O_RDWR)\n\
 os.ftruncate(fd, 100)\n\
-os.write(fd, b'x' * 100)\n\
 os.kill(os.getpid(), 9)\n";
     let out = std::process::Command::new(common::ephemera())
         .args(["run", "--mode", "memory", "--tier-dir"])

@@ -78,8 +78,10 @@ os.write(fb, b"b" * 4096)
 print("B fstat", os.fstat(fb).st_size, flush=True)
 os.close(fb)
 """, p], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-fa = os.open(p, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
-os.ftruncate(fa, 100)  # reserves ahead: the kernel size becomes 64 KiB
+with open(p, "wb") as f:
+    f.write(b"y" * (80 << 10))
+fa = os.open(p, os.O_RDWR)  # 80 KiB: mapped
+os.ftruncate(fa, 0)  # in memory: the kernel size keeps 80 KiB reserved
 os.write(fa, b"a" * 100)
 print("A fstat", os.fstat(fa).st_size)
 b.stdin.write("go\n"); b.stdin.flush()
@@ -118,10 +120,13 @@ def wait_evicted():
     while evictions() == 0:
         assert time.monotonic() < deadline, "no eviction within 20 s"
         time.sleep(0.01)
-fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
-# Growing by ftruncate reserves ahead (the kernel size becomes 64 KiB):
-# the state the issue's cases start from.
-os.ftruncate(fd, 100)
+# A file opened at 80 KiB is mapped; cut to 0 in memory, its kernel size
+# keeps the 80 KiB as reservation: then 100 B are written, the state the
+# issue's cases start from (kernel size larger than the logical size).
+with open(p, "wb") as f:
+    f.write(b"y" * (80 << 10))
+fd = os.open(p, os.O_RDWR)
+os.ftruncate(fd, 0)
 os.write(fd, b"x" * 100)
 ballast = bytearray(24 << 20)
 for i in range(0, len(ballast), 4096):
