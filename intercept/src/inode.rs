@@ -187,14 +187,6 @@ impl InodeTable {
         MAX_INODES - self.slots[..self.high].iter().filter(|i| i.used).count()
     }
 
-    /// Whether `(dev, ino)` is mapped (open or retained).
-    pub fn mapped(&self, dev: u64, ino: u64) -> bool {
-        MEM_INODES.load(Ordering::Relaxed) > 0
-            && self
-                .find(dev, ino)
-                .is_some_and(|i| self.slots[i].place == Place::Memory)
-    }
-
     /// The logical size of `(dev, ino)` when it is open and in memory (a
     /// retained file's kernel size is already exact).
     pub fn memory_size(&self, dev: u64, ino: u64) -> Option<u64> {

@@ -275,6 +275,9 @@ pub fn open(dev: u64, ino: u64, fd: c_int, want_map: bool, size: u64) -> Opened 
         };
         e[E_SIZE].store(size, Ordering::Release);
         e[E_FD].store(fd.max(0) as u64, Ordering::Relaxed);
+        // The entry may be older than this file (an inode number recycled
+        // while a dead opener kept the entry): this file's birth from now on.
+        e[E_BIRTH].store(sys::birth(fd), Ordering::Relaxed);
         e[E_OWNER].store(me, Ordering::Release);
     }
     unlock(&w[0]);
@@ -303,13 +306,14 @@ fn claim(w: &[AtomicU64], dev: u64, ino: u64, fd: c_int) -> Option<u32> {
 
 /// Hands a file another (live or dead) process owns to the kernel path:
 /// under the entry lock, the kernel size goes back to the published logical
-/// size (only ever shorter) and the owner is cleared. A dead owner's entry
-/// is only trusted if the file's birth time matches (inode numbers recycle).
+/// size (only ever shorter) and the owner is cleared.
 fn take_away(e: &[AtomicU64], fd: c_int) {
     lock(&e[E_LOCK]);
     let owner = e[E_OWNER].load(Ordering::Acquire);
+    // A live owner has this very file open (its inode cannot be recycled);
+    // a dead owner's entry is trusted only if the birth time matches.
     let birth = e[E_BIRTH].load(Ordering::Relaxed);
-    let same_file = birth == 0 || birth == sys::birth(fd);
+    let same_file = birth == 0 || sys::alive(owner as c_int) || birth == sys::birth(fd);
     if owner != 0 && owner != me() && same_file {
         trim(fd, e[E_SIZE].load(Ordering::Acquire));
     }
@@ -342,9 +346,11 @@ pub fn enter(slot: u32) -> bool {
 }
 
 /// Ends an operation begun by [`enter`].
+/// Only a lock this process holds is released: a nested hand-over may have
+/// released it already, and another process may hold it by now.
 pub fn leave(slot: u32) {
     if let Some(e) = entry(slot) {
-        unlock(&e[E_LOCK]);
+        let _ = e[E_LOCK].compare_exchange(me(), 0, Ordering::Release, Ordering::Relaxed);
     }
 }
 
@@ -357,6 +363,15 @@ pub fn owns(slot: u32) -> bool {
 pub fn publish(slot: u32, size: u64) {
     if let Some(e) = entry(slot) {
         e[E_SIZE].store(size, Ordering::Release);
+    }
+}
+
+/// Records which fd of the owner other processes can reach the file by.
+pub fn set_fd(slot: u32, fd: c_int) {
+    if let Some(e) = entry(slot) {
+        if e[E_OWNER].load(Ordering::Acquire) == me() {
+            e[E_FD].store(fd.max(0) as u64, Ordering::Relaxed);
+        }
     }
 }
 

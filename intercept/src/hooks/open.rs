@@ -33,23 +33,6 @@ pub unsafe fn fallback_path(dirfd: c_int, p: *const c_char, flags: c_int) {
     }
 }
 
-/// Whether the file at `p` is mapped in this process (open or retained).
-///
-/// # Safety
-/// `p` must be a valid NUL-terminated path.
-unsafe fn mapped_here(dirfd: c_int, p: *const c_char) -> bool {
-    if MEM_INODES.load(Ordering::Relaxed) == 0 {
-        return false;
-    }
-    // SAFETY: all-zero bytes are a valid `stat`.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `p` is valid per our contract and `st` is writable.
-    let found = unsafe { sys::fstatat(dirfd, p, &mut st, 0) } == 0;
-    found
-        && st.st_mode & libc::S_IFMT == libc::S_IFREG
-        && guard(false, || tier::lock().mapped_here(st.st_dev, st.st_ino))
-}
-
 /// Starts tracking a freshly opened fd of a tier path.
 fn register(fd: c_int, flags: c_int, memory_ok: bool) {
     let Some(st) = sys::fstat(fd) else { return };
@@ -71,9 +54,11 @@ unsafe fn open_at(dirfd: c_int, p: *const c_char, flags: c_int, mode: mode_t) ->
         return unsafe { pass_openat(dirfd, p, flags, mode) };
     }
     if flags & libc::O_TRUNC != 0 {
-        // SAFETY: `p` is valid.
-        if flags & libc::O_ACCMODE != libc::O_RDONLY && unsafe { mapped_here(dirfd, p) } {
-            // Served in memory: opened without the flag, then truncated.
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            // Opened without the flag and registered first (which takes the
+            // file from another process that maps it, before anything cuts
+            // it under that mapping), then truncated: in memory when it is
+            // mapped here, else by the kernel.
             let flags = flags & !libc::O_TRUNC;
             // SAFETY: same contract.
             let fd = unsafe { pass_openat(dirfd, p, flags, mode) };

@@ -205,6 +205,23 @@ impl Tier {
         self.max_fd = self.max_fd.max(fd);
     }
 
+    /// One fd of an owned file closed while others stay open: the shared
+    /// table gets one that is still open (other processes reach the file
+    /// through it to take it to the kernel path before an `exec`).
+    fn republish_fd(&mut self, idx: usize) {
+        let slot = self.inodes.get(idx).slot;
+        if slot == 0 || self.inodes.get(idx).place != Place::Memory {
+            return;
+        }
+        let fd = (0..=self.max_fd).find(|&f| {
+            let id = ofd_of(f);
+            id != 0 && self.ofds.get(id).is_some_and(|o| o.inode == idx)
+        });
+        if let Some(f) = fd {
+            shared::set_fd(slot, f);
+        }
+    }
+
     /// Unmaps the least recently used retained file (to free a table slot).
     fn drop_lru_retained(&mut self) {
         if let Some(i) = self.inodes.lru(self.inodes.retained()) {
@@ -244,6 +261,7 @@ impl Tier {
         let Some(d) = self.ofds.get(id) else { return };
         d.refs -= 1;
         if d.refs > 0 {
+            self.republish_fd(o.inode);
             return;
         }
         self.ofds.free(id);
@@ -254,12 +272,19 @@ impl Tier {
             [inode.ino, inode.size, u64::from(inode.ofds), fd as u64],
         );
         if inode.ofds > 0 {
+            self.republish_fd(o.inode);
             return;
         }
         let mut synced = false;
         if inode.place == Place::Memory && valid {
-            let wfd = if o.writable() { fd } else { -1 };
-            synced = mapping::sync_size(inode, wfd, fd).is_ok();
+            // Only an owner sets the kernel size: a file another process
+            // took away has its size in the kernel already, maybe grown since.
+            let slot = inode.slot;
+            if shared::enter(slot) {
+                let wfd = if o.writable() { fd } else { -1 };
+                synced = mapping::sync_size(inode, wfd, fd).is_ok();
+            }
+            shared::leave(slot);
         }
         // The size is exact now: other processes may map the file.
         shared::close(std::mem::replace(&mut inode.slot, 0));
@@ -318,11 +343,14 @@ impl Tier {
             }
         }
         let inode = self.inodes.get(idx);
-        if any >= 0 {
+        // As in `untrack`: only the owner sets the kernel size.
+        let slot = inode.slot;
+        if any >= 0 && shared::enter(slot) {
             let _ = mapping::sync_size(inode, wfd, any);
         }
         mapping::unmap(inode);
-        shared::disown(inode.slot);
+        shared::disown(slot);
+        shared::leave(slot);
         true
     }
 
@@ -429,12 +457,6 @@ impl Tier {
             self.fallback_inode(idx);
             i = idx + 1;
         }
-    }
-
-    /// Whether `(dev, ino)` is mapped here (open or retained): an `O_TRUNC`
-    /// open of it can be served in memory ([`Tier::truncate_opened`]).
-    pub fn mapped_here(&self, dev: u64, ino: u64) -> bool {
-        self.inodes.mapped(dev, ino)
     }
 
     /// Completes an `O_TRUNC` open made without the flag: in memory when the
