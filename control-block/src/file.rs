@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::table::{Entry, Repair, TABLE_OFFSET};
 use crate::{ControlBlock, Counters, Mode, Slot, MAGIC, SIZE, SLOTS, VERSION};
 
 /// One instance's control block, as the agent reads and writes it.
@@ -27,6 +28,12 @@ impl ControlFile {
     /// [`ControlBlock::create`] does, and keeps only a file handle.
     pub fn create(path: &Path, mem_limit: u64, mode: Mode) -> io::Result<ControlFile> {
         drop(ControlBlock::create(path, mem_limit, mode)?);
+        Self::open(path)
+    }
+
+    /// Opens an existing block (made by [`ControlFile::create`] or
+    /// [`ControlBlock::create`]) without mapping it.
+    pub fn open(path: &Path) -> io::Result<ControlFile> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -35,6 +42,27 @@ impl ControlFile {
             file,
             raises_seen: AtomicU64::new(0),
         })
+    }
+
+    /// The tier files some process had mapped, as the table records them
+    /// (untrusted: see [`crate::table::repair_dir`]).
+    pub fn mapped_files(&self) -> Vec<Entry> {
+        crate::table::owned_entries(&crate::table::read_table(&self.file, TABLE_OFFSET))
+    }
+
+    /// Trims the files of the tier directory `dir` that dead processes had
+    /// mapped back to the logical sizes the table records. `alive` says
+    /// whether a recorded owner pid still runs (a live owner's file is left
+    /// alone: cutting it would fault its mapping). The table is not written:
+    /// live processes of the instance may be using it, and a second repair
+    /// of the same entries changes nothing (files only ever get shorter).
+    pub fn repair(&self, dir: &Path, alive: impl Fn(u64) -> bool) -> io::Result<Repair> {
+        let dead: Vec<Entry> = self
+            .mapped_files()
+            .into_iter()
+            .filter(|e| !alive(e.owner))
+            .collect();
+        crate::table::repair_dir(dir, &dead)
     }
 
     /// Every word, or `None` when the block is short or its header is not

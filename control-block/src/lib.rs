@@ -17,8 +17,12 @@
 //!   inside an instance (the proxy) and `ephemera run`.
 //! - [`Counters`]: a snapshot of the tier's counters.
 //! - [`ControlFile`]: the agent's view, read and written without a mapping.
+//! - [`table`]: the tier's per-file table after the header (logical sizes
+//!   and openers of tier files, shared by the instance's processes), and
+//!   [`table::repair_dir`], which trims files back after a crash.
 
 mod file;
+pub mod table;
 
 pub use file::ControlFile;
 
@@ -193,7 +197,8 @@ impl ControlBlock {
             .create(true)
             .truncate(true)
             .open(path)?;
-        file.set_len(SIZE as u64)?;
+        // The header page, then the tier's per-file table (all zero: empty).
+        file.set_len(table::FILE_SIZE)?;
         let block = Self::map(&file)?;
         block.set(Slot::Version, VERSION);
         block.set(Slot::MemLimit, mem_limit);

@@ -58,6 +58,9 @@ pub struct Inode {
     /// Paged out by the adapter thread, which holds no fd of the program's:
     /// the program's next call on it hands it to the kernel path.
     pub handover_pending: bool,
+    /// Entry in the instance's shared table while this process has the
+    /// file open (0: none), see `crate::shared`.
+    pub slot: u32,
 }
 
 impl Inode {
@@ -76,6 +79,7 @@ impl Inode {
         last_use: 0,
         closed_as: (0, 0, 0),
         handover_pending: false,
+        slot: 0,
     };
 
     /// Closed but still mapped: kept for a reopen until the adapter evicts it.
@@ -152,6 +156,22 @@ impl InodeTable {
         })
     }
 
+    /// Indices of inodes in memory with open fds, pending hand-over or not.
+    pub fn mapped_open(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.high).filter(|&i| {
+            let s = &self.slots[i];
+            s.used && s.place == Place::Memory && s.ofds > 0
+        })
+    }
+
+    /// Shared-table entries of the files open in this process.
+    pub fn open_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots[..self.high]
+            .iter()
+            .filter(|s| s.used && s.ofds > 0 && s.slot != 0)
+            .map(|s| s.slot)
+    }
+
     /// Indices of retained (closed, still mapped) inodes.
     pub fn retained(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.high).filter(|&i| self.slots[i].retained())
@@ -175,6 +195,7 @@ impl InodeTable {
         }
         let i = self.find(dev, ino)?;
         let s = &self.slots[i];
-        (s.place == Place::Memory && s.ofds > 0).then_some(s.size)
+        // A file another process took away: the kernel's answer is exact.
+        (s.place == Place::Memory && s.ofds > 0 && crate::shared::owns(s.slot)).then_some(s.size)
     }
 }

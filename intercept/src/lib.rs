@@ -17,7 +17,8 @@
 //! - `fdtable` / `inode`: per-fd descriptions and per-inode state.
 //! - `mapping`: all `mmap`/`mremap`/`memcpy` code.
 //! - `adapter`: placement budget and the memory adapter.
-//! - `control`: counters and the shared control block.
+//! - `control`: counters and the shared control block; `shared`: the
+//!   per-file table that makes every process see one file.
 //! - `config`: the environment interface; `path`: tier scope of a path;
 //!   `inherited`: tier files already open when the process starts.
 //! - `real`: libc functions resolved with `dlsym(RTLD_NEXT)`; `sys`: raw syscalls.
@@ -42,6 +43,7 @@ mod lock;
 mod mapping;
 mod path;
 mod real;
+mod shared;
 mod stats;
 mod sys;
 mod tier;
@@ -73,6 +75,7 @@ extern "C" fn init() {
     config::init();
     trace::init();
     control::init();
+    shared::init();
     real::resolve_all();
     READY.store(true, Ordering::Release);
     inherited::adopt_all();

@@ -18,6 +18,8 @@ use crate::sys;
 const PAGE: u64 = 4096;
 /// Smallest address range reserved for a file.
 const MIN_CAP: u64 = 256 << 10;
+/// `MADV_POPULATE_WRITE` (Linux 5.14; older kernels refuse it, harmlessly).
+const POPULATE_WRITE: libc::c_int = 23;
 /// Smallest step the kernel size grows by.
 const MIN_GROW: u64 = 64 << 10;
 
@@ -35,17 +37,7 @@ pub fn map(inode: &mut Inode, fd: c_int, accmode: c_int, size: u64) -> Result<()
     let (map_fd, writable, temp) = if accmode == libc::O_RDWR {
         (fd, true, false)
     } else {
-        let mut buf = [0u8; 32];
-        let p = sys::proc_fd_path(fd, &mut buf);
-        // SAFETY: `p` is NUL-terminated.
-        let rw = unsafe {
-            sys::openat(
-                libc::AT_FDCWD,
-                p.as_ptr().cast(),
-                libc::O_RDWR | libc::O_CLOEXEC,
-                0,
-            )
-        };
+        let rw = sys::reopen(fd, libc::O_RDWR);
         if rw >= 0 {
             (rw, true, true)
         } else if accmode == libc::O_RDONLY {
@@ -165,6 +157,78 @@ pub unsafe fn copy_in(inode: &mut Inode, off: u64, buf: *const u8, n: usize) {
     inode.dirty = true;
 }
 
+/// Writes `n` bytes at `off` that reach past the kernel size with
+/// `pwrite(2)` through the writable `fd` (every such write, small ones
+/// too: with a 16 KiB threshold the many-small-files shape ran 34x tmpfs,
+/// with none 4x; a small append costs what `write(2)` costs elsewhere): the kernel puts them in the page
+/// cache and extends the file to exactly their end, so the file grows
+/// with no reservation and no page faults. A freshly extended `MAP_SHARED`
+/// page of an ext4 file costs a fault and `ext4_page_mkwrite` each, which
+/// made streaming appends through the mapping ~2x slower than `write(2)`.
+/// The mapping sees the bytes (same page cache) once it covers them.
+///
+/// # Safety
+/// `buf` must be valid for `n` bytes of reads.
+pub unsafe fn extend(
+    inode: &mut Inode,
+    fd: c_int,
+    off: u64,
+    buf: *const u8,
+    n: usize,
+) -> Result<(), c_int> {
+    let end = off + n as u64;
+    if !inode.writable {
+        return Err(libc::EBADF);
+    }
+    if end > inode.cap as u64 {
+        let want = round_page(end.max((inode.cap as u64).saturating_mul(2))).ok_or(libc::EFBIG)?;
+        let new_cap = usize::try_from(want).map_err(|_| libc::EFBIG)?;
+        // SAFETY: the mapping belongs to this inode and is only referenced
+        // under the tier lock, which we hold.
+        let addr = unsafe { sys::mremap(inode.base as *mut libc::c_void, inode.cap, new_cap) };
+        if addr == libc::MAP_FAILED {
+            return Err(sys::errno());
+        }
+        inode.base = addr as usize;
+        inode.cap = new_cap;
+    }
+    let mut done = 0usize;
+    while done < n {
+        // SAFETY: the caller guarantees `buf` for `n` bytes.
+        let r = unsafe {
+            sys::pwrite(
+                fd,
+                buf.add(done).cast(),
+                n - done,
+                (off + done as u64) as libc::off_t,
+            )
+        };
+        if r <= 0 {
+            return Err(if r < 0 { sys::errno() } else { libc::EIO });
+        }
+        done += r as usize;
+    }
+    // Map the new pages now, in one call (MADV_POPULATE_WRITE), rather than
+    // one fault each when they are next read or rewritten through the
+    // mapping: sequential 1 MiB rewrites measured 0.67x disk without it.
+    let from = inode.ksize & !(PAGE - 1);
+    if end > from {
+        // SAFETY: `[from, end)` lies in our mapping (cap >= end) and in the
+        // file (its size is now at least `end`); populating changes no data.
+        unsafe {
+            sys::madvise(
+                (inode.base + from as usize) as *mut libc::c_void,
+                (end - from) as usize,
+                POPULATE_WRITE,
+            )
+        };
+    }
+    set_ksize(inode, inode.ksize.max(end));
+    inode.size = inode.size.max(end);
+    crate::trace::event("extend", [inode.ino, inode.size, inode.ksize, fd as u64]);
+    Ok(())
+}
+
 /// Sets the logical size to `len` (`ftruncate` semantics), keeping the bytes
 /// past it zero. `fd` is a writable fd of the file; `room` as for [`reserve`].
 pub fn set_len(inode: &mut Inode, len: u64, fd: c_int, room: u64) -> Result<(), c_int> {
@@ -197,17 +261,7 @@ pub fn sync_size(inode: &mut Inode, fd: c_int, any_fd: c_int) -> Result<(), c_in
     let (wfd, temp) = if fd >= 0 {
         (fd, false)
     } else {
-        let mut buf = [0u8; 32];
-        let p = sys::proc_fd_path(any_fd, &mut buf);
-        // SAFETY: `p` is NUL-terminated.
-        let w = unsafe {
-            sys::openat(
-                libc::AT_FDCWD,
-                p.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-                0,
-            )
-        };
+        let w = sys::reopen(any_fd, libc::O_WRONLY);
         if w < 0 {
             return Err(sys::errno());
         }
@@ -329,4 +383,22 @@ pub fn page_out(inode: &Inode) {
             )
         };
     }
+}
+
+/// `O_TRUNC` served in memory: the logical size becomes 0 and the old bytes
+/// are zeroed in place (keeping the invariant that bytes past the logical
+/// size are zero), instead of the kernel cutting the file to 0. On ext4 a
+/// truncation to 0 followed by writes and a close forces the new blocks to
+/// be allocated and written back at close (`auto_da_alloc`), which made the
+/// per-frame rewrite of FunctionBench's video shape slower than `write(2)`;
+/// the pages, already in memory, are about to be rewritten anyway.
+pub fn clear(inode: &mut Inode) {
+    if inode.place != Place::Memory || !inode.writable {
+        return;
+    }
+    // SAFETY: `[0, size)` lies inside the file-backed part of our writable
+    // mapping (`size <= ksize`), and we hold the tier lock.
+    unsafe { std::ptr::write_bytes(inode.base as *mut u8, 0, inode.size as usize) };
+    inode.size = 0;
+    inode.dirty = true;
 }

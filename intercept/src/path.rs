@@ -98,6 +98,18 @@ pub unsafe fn in_scope(dirfd: c_int, path: *const c_char) -> bool {
     normalize_into(p, Some(&base[..blen]), &mut out).is_some_and(|n| under(&out[..n], tier))
 }
 
+/// Whether the open fd `fd` names something inside the tier directory (read
+/// from `/proc/self/fd`; false when that cannot be read).
+pub fn fd_in_tier(fd: c_int) -> bool {
+    let Some(cfg) = crate::config::get() else {
+        return false;
+    };
+    let mut link = [0u8; 32];
+    let mut target = [0u8; crate::config::PATH_MAX];
+    crate::sys::readlink(crate::sys::proc_fd_path(fd, &mut link), &mut target)
+        .is_some_and(|len| under(&target[..len], &cfg.tier[..cfg.tier_len]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

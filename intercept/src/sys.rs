@@ -184,6 +184,11 @@ pub fn readlink(path: &[u8], buf: &mut [u8]) -> Option<usize> {
 
 /// `mmap(2)`; returns `MAP_FAILED` on failure.
 pub fn mmap(len: usize, prot: c_int, flags: c_int, fd: c_int) -> *mut c_void {
+    mmap_at(len, prot, flags, fd, 0)
+}
+
+/// `mmap(2)` of the file range starting at `off`; `MAP_FAILED` on failure.
+pub fn mmap_at(len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
     // SAFETY: a NULL hint never replaces an existing mapping; the kernel
     // picks a free range.
     unsafe {
@@ -194,7 +199,7 @@ pub fn mmap(len: usize, prot: c_int, flags: c_int, fd: c_int) -> *mut c_void {
             prot,
             flags,
             fd,
-            0 as off_t,
+            off,
         ) as *mut c_void
     }
 }
@@ -262,6 +267,41 @@ pub fn touch_mtime(fd: c_int) {
     }
 }
 
+/// Whether process `pid` exists (`kill(pid, 0)`; `EPERM` means it does).
+pub fn alive(pid: c_int) -> bool {
+    // SAFETY: signal 0 checks existence only.
+    let r = unsafe { libc::syscall(libc::SYS_kill, pid, 0) };
+    r == 0 || errno() == libc::EPERM
+}
+
+/// `sched_yield(2)`.
+pub fn yield_now() {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_sched_yield) };
+}
+
+/// The birth time of the file open on `fd` in ns (0 when unknown).
+pub fn birth(fd: c_int) -> u64 {
+    // SAFETY: all-zero bytes are a valid `statx`.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is an empty literal, `stx` is writable.
+    let r = unsafe {
+        statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BTIME,
+            &mut stx,
+        )
+    };
+    if r != 0 || stx.stx_mask & libc::STATX_BTIME == 0 {
+        return 0;
+    }
+    (stx.stx_btime.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(stx.stx_btime.tv_nsec))
+}
+
 /// `getpid(2)`.
 pub fn getpid() -> c_int {
     // SAFETY: no arguments.
@@ -292,6 +332,23 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32) {
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
             1,
         );
+    }
+}
+
+/// Opens the file behind `fd` again with `flags` (through
+/// `/proc/self/fd/<fd>`, plus `O_CLOEXEC`): a new open file description,
+/// e.g. writable when `fd` is not. -1 with errno on failure.
+pub fn reopen(fd: c_int, flags: c_int) -> c_int {
+    let mut buf = [0u8; 32];
+    let p = proc_fd_path(fd, &mut buf);
+    // SAFETY: `p` is NUL-terminated.
+    unsafe {
+        openat(
+            libc::AT_FDCWD,
+            p.as_ptr().cast(),
+            flags | libc::O_CLOEXEC,
+            0,
+        )
     }
 }
 

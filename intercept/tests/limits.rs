@@ -9,47 +9,21 @@ mod common;
 
 use common::{ok, tiered};
 use ephemera_control_block::{ControlBlock, Mode};
-use std::path::{Path, PathBuf};
-
-/// A memory cgroup for one test, removed on drop.
-struct MemCgroup(PathBuf);
-
-impl MemCgroup {
-    fn create(limit: u64) -> Option<MemCgroup> {
-        let name = format!("ephemera-test-{}", std::process::id());
-        let v1 = Path::new("/sys/fs/cgroup/memory");
-        let (dir, file) = if v1.join("memory.limit_in_bytes").exists() {
-            (v1.join(&name), "memory.limit_in_bytes")
-        } else {
-            (Path::new("/sys/fs/cgroup").join(&name), "memory.max")
-        };
-        std::fs::create_dir(&dir).ok()?;
-        let cg = MemCgroup(dir);
-        std::fs::write(cg.0.join(file), limit.to_string()).ok()?;
-        Some(cg)
-    }
-}
-
-impl Drop for MemCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
+use ephemera_sys::scoped::ScopedCgroup;
 
 #[test]
 fn two_48mib_files_fit_through_a_64mib_cgroup() {
-    let Some(cg) = MemCgroup::create(64 << 20) else {
+    let Some(cg) = ScopedCgroup::create("ephemera-test", 64 << 20) else {
         eprintln!("no memory cgroup could be created: skipped");
         return;
     };
     let tier = tempfile::tempdir().unwrap();
-    let mut cmd = tiered("sh", tier.path());
-    cmd.arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-            cg.0.display()
-        ))
-        .arg(env!("CARGO_BIN_EXE_tier-bench"))
+    let mut cmd = cg.command(env!("CARGO_BIN_EXE_tier-bench")).unwrap();
+    cmd.env("LD_PRELOAD", common::so_path())
+        .env("EPHEMERA_TIER_DIR", tier.path())
+        .env_remove("EPHEMERA_CONTROL")
+        .env_remove("EPHEMERA_MODE")
+        .env_remove("EPHEMERA_MEM_LIMIT")
         .args(["worker", "twofiles"])
         .arg(tier.path())
         .args([(48u64 << 20).to_string(), "20000".into()]);

@@ -17,11 +17,13 @@
 //! - [`command`]: running a program with a deadline, its output captured.
 //! - [`net`]: free loopback ports for benches and tests.
 //! - [`rng`]: a seeded generator for benches and test drivers.
+//! - [`scoped`]: a memory cgroup for one test or bench run.
 
 pub mod cgroup;
 pub mod command;
 pub mod net;
 pub mod process;
 pub mod rng;
+pub mod scoped;
 
 pub use cgroup::{Cgroup, CgroupError, Driver};

@@ -62,6 +62,14 @@ pub fn alive(pid: i32) -> bool {
     kill(pid, 0).is_ok()
 }
 
+/// Whether the kernel says no process `pid` exists (`ESRCH`). Unlike
+/// `!alive(pid)`, a process of another user (`EPERM`) or a pid that cannot
+/// name one process (0, negative) is not gone: callers that act on a dead
+/// process's leftovers must not act on a live one's.
+pub fn gone(pid: i32) -> bool {
+    pid > 0 && kill(pid, 0).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH))
+}
+
 /// A pipe whose both ends close on exec: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
@@ -141,6 +149,13 @@ pub fn launcher_on_exec(cmd: &mut std::process::Command, result_fd: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gone_only_when_the_kernel_says_so() {
+        assert!(!gone(std::process::id() as i32));
+        assert!(!gone(0) && !gone(-1), "no group or broadcast pid is gone");
+        assert!(gone(i32::MAX), "above pid_max no process exists");
+    }
 
     #[test]
     fn refuses_pids_that_name_groups_and_sees_itself() {

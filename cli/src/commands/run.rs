@@ -82,6 +82,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(d) = &driver {
         d.remove_base();
     }
+    // A process killed mid-write (a signal, the OOM killer) leaves its
+    // reservation in the kernel size: trim the tier back to logical sizes.
+    repair_tier(&control_path, &args.tier_dir);
     if oom_kills > 0 {
         eprintln!(
             "ephemera run: {program} was OOM-killed in its {} memory cgroup",
@@ -97,4 +100,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Trims tier files whose owning process is gone back to their logical
+/// sizes (see `ControlFile::repair`); a failure is reported, not fatal.
+fn repair_tier(control: &std::path::Path, tier: &std::path::Path) {
+    let gone = |pid: u64| i32::try_from(pid).is_ok_and(ephemera_sys::process::gone);
+    let repaired = ephemera_control_block::ControlFile::open(control)
+        .and_then(|c| c.repair(tier, |pid| !gone(pid)));
+    match repaired {
+        Ok(r) if r.trimmed > 0 => eprintln!(
+            "ephemera run: trimmed {} tier file(s) left padded by a killed process ({} bytes)",
+            r.trimmed, r.bytes
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not repair the tier directory"),
+    }
 }

@@ -378,18 +378,35 @@ pub extern "C" fn ftruncate(fd: c_int, len: off_t) -> c_int {
     ftruncate64(fd, len)
 }
 
-#[no_mangle]
-pub extern "C" fn fsync(fd: c_int) -> c_int {
+/// `fsync`/`fdatasync` of a tier file or directory: the file is made
+/// coherent (its kernel size set to the logical size) but not forced to
+/// disk. The tier is the instance's temporary space: it does not outlive
+/// the instance, and tmpfs, its alternative, keeps nothing across a crash
+/// either; a forced write-back per SQLite commit cost the tier 1.5x a
+/// plain disk directory and 60x tmpfs. True when the call was served.
+fn tier_sync(fd: c_int) -> bool {
+    if !crate::ready() {
+        return false;
+    }
     if ofd_of(fd) != 0 {
         guard((), || tier::lock().sync(fd));
+        return true;
+    }
+    crate::path::fd_in_tier(fd)
+}
+
+#[no_mangle]
+pub extern "C" fn fsync(fd: c_int) -> c_int {
+    if tier_sync(fd) {
+        return 0;
     }
     pass!(fsync(fd), sys::fsync(fd, false))
 }
 
 #[no_mangle]
 pub extern "C" fn fdatasync(fd: c_int) -> c_int {
-    if ofd_of(fd) != 0 {
-        guard((), || tier::lock().sync(fd));
+    if tier_sync(fd) {
+        return 0;
     }
     pass!(fdatasync(fd), sys::fsync(fd, true))
 }

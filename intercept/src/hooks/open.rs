@@ -54,6 +54,20 @@ unsafe fn open_at(dirfd: c_int, p: *const c_char, flags: c_int, mode: mode_t) ->
         return unsafe { pass_openat(dirfd, p, flags, mode) };
     }
     if flags & libc::O_TRUNC != 0 {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            // Opened without the flag and registered first (which takes the
+            // file from another process that maps it, before anything cuts
+            // it under that mapping), then truncated: in memory when it is
+            // mapped here, else by the kernel.
+            let flags = flags & !libc::O_TRUNC;
+            // SAFETY: same contract.
+            let fd = unsafe { pass_openat(dirfd, p, flags, mode) };
+            if fd >= 0 {
+                register(fd, flags, flags & libc::O_DIRECT == 0);
+                guard((), || tier::lock().truncate_opened(fd));
+            }
+            return fd;
+        }
         // The kernel will truncate the file: a mapping of it must not outlive that.
         // SAFETY: `p` is valid.
         unsafe { fallback_path(dirfd, p, 0) };

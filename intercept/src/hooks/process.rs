@@ -10,9 +10,15 @@ use libc::{c_char, c_int, c_void, pid_t, FILE};
 use super::{guard, pass};
 use crate::tier;
 
-/// Hands every mapped file to the kernel.
+/// Hands every mapped file to the kernel, this process's and (through the
+/// shared table) the other processes' of the instance: the program about to
+/// start may not have the preload.
 pub fn sync_all() {
-    guard((), || tier::lock().fallback_all());
+    guard((), || {
+        let mut t = tier::lock();
+        t.fallback_all();
+        crate::shared::take_all();
+    });
 }
 
 /// `fork`: the tier lock is held across the real fork (after syncing), so
@@ -30,6 +36,8 @@ pub extern "C" fn fork() -> pid_t {
     let pid = unsafe { real_fork() };
     if pid == 0 {
         tier::state().reset_in_child();
+        crate::shared::refresh_pid();
+        guard((), || tier::lock().after_fork_child());
         // Retained mappings were inherited: forget them without touching the
         // parent's share of the gauge, and count from zero.
         guard((), || tier::lock().drop_retained(true));

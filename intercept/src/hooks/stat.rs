@@ -8,15 +8,35 @@ use super::guard;
 use crate::inode::{HANDOVERS, MEM_INODES};
 use crate::{sys, tier};
 
+/// The logical size of a file this process holds in memory.
+fn local_size(dev: u64, ino: u64) -> Option<u64> {
+    if MEM_INODES.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    guard(None, || tier::lock().memory_size(dev, ino))
+}
+
+/// The logical size of a file another process of the instance holds in
+/// memory. Only a regular file whose kernel size is a whole number of pages
+/// (as every reservation is) is looked up.
+fn shared_size(mode: u32, size: u64, dev: u64, ino: u64) -> Option<u64> {
+    if mode & libc::S_IFMT != libc::S_IFREG || size == 0 || !size.is_multiple_of(4096) {
+        return None;
+    }
+    crate::shared::foreign_size(dev, ino).filter(|&s| s < size)
+}
+
 /// Replaces the size in a successful `stat` result when the inode is held
 /// in memory; true if it did.
 fn patch(st: *mut libc::stat) -> bool {
-    if st.is_null() || MEM_INODES.load(Ordering::Acquire) == 0 {
+    if st.is_null() {
         return false;
     }
     // SAFETY: the kernel just filled `*st`, which the caller owns.
     let st = unsafe { &mut *st };
-    match guard(None, || tier::lock().memory_size(st.st_dev, st.st_ino)) {
+    let (dev, ino) = (st.st_dev, st.st_ino);
+    let foreign = || shared_size(st.st_mode, st.st_size.max(0) as u64, dev, ino);
+    match local_size(dev, ino).or_else(foreign) {
         Some(size) => {
             st.st_size = size as i64;
             st.st_blocks = st.st_blocks.min(size.div_ceil(512) as i64);
@@ -28,13 +48,17 @@ fn patch(st: *mut libc::stat) -> bool {
 
 /// The same for `statx`.
 fn patch_x(stx: *mut libc::statx) -> bool {
-    if stx.is_null() || MEM_INODES.load(Ordering::Acquire) == 0 {
+    if stx.is_null() {
         return false;
     }
     // SAFETY: the kernel just filled `*stx`, which the caller owns.
     let stx = unsafe { &mut *stx };
-    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
-    match guard(None, || tier::lock().memory_size(dev, stx.stx_ino)) {
+    let (dev, ino) = (
+        libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        stx.stx_ino,
+    );
+    let foreign = || shared_size(u32::from(stx.stx_mode), stx.stx_size, dev, ino);
+    match local_size(dev, ino).or_else(foreign) {
         Some(size) => {
             stx.stx_size = size;
             stx.stx_blocks = stx.stx_blocks.min(size.div_ceil(512));

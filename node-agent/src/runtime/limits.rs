@@ -58,6 +58,27 @@ impl<A: ApplyLimit> InstanceLimits<A> {
         }
     }
 
+    /// Trims the tier files that dead processes of the instance had mapped
+    /// back to their logical sizes (a killed process leaves its reservation,
+    /// zero padding, in the kernel size). Owners still running are left
+    /// alone; pids come from the function's own table, so only a pid the
+    /// kernel says is gone counts as dead, and the repair itself never
+    /// follows a symlink or leaves `tier` (see `ControlFile::repair`).
+    pub(super) fn repair_tier(&self, tier: &std::path::Path) {
+        let gone = |pid: u64| i32::try_from(pid).is_ok_and(ephemera_sys::process::gone);
+        match self.control.repair(tier, |pid| !gone(pid)) {
+            Ok(r) if r.trimmed > 0 => {
+                tracing::info!(
+                    files = r.trimmed,
+                    bytes = r.bytes,
+                    "tier repaired after a crash"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("tier repair of {}: {e}", tier.display()),
+        }
+    }
+
     /// Tells the tier its new limit (a failed write is the function's doing:
     /// it damaged its own block, and only its tier misses the news).
     fn publish(&self, bytes: u64) {
@@ -112,5 +133,90 @@ impl<A: ApplyLimit> Limits for InstanceLimits<A> {
 
     fn take_safeguard(&self) -> bool {
         self.control.take_safeguard()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ephemera_control_block::table::{ENTRY_WORDS, E_DEV, E_INO, E_OWNER, E_SIZE, TABLE_OFFSET};
+    use ephemera_control_block::Mode;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[derive(Debug)]
+    struct NoCgroup;
+
+    impl ApplyLimit for NoCgroup {
+        fn apply<'a>(
+            &'a self,
+            _: Option<&'a Cgroup>,
+            _: u64,
+        ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+            futures::future::ready(Ok(())).boxed()
+        }
+    }
+
+    /// Writes entry `slot` of the tier table as a (vandal) function could.
+    fn entry(control: &std::path::Path, slot: usize, words: &[(usize, u64)]) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(control)
+            .unwrap();
+        for &(w, v) in words {
+            let at = TABLE_OFFSET + ((slot * ENTRY_WORDS + w) * 8) as u64;
+            f.write_all_at(&v.to_le_bytes(), at).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_dead_owners_file_is_trimmed_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = dir.path().join("tmp");
+        std::fs::create_dir(&tier).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, vec![1u8; 8192]).unwrap();
+        std::os::unix::fs::symlink(&outside, tier.join("link")).unwrap();
+        let (dead, live) = (tier.join("dead"), tier.join("live"));
+        std::fs::write(&dead, vec![7u8; 65536]).unwrap();
+        std::fs::write(&live, vec![7u8; 65536]).unwrap();
+        let control = dir.path().join("control");
+        let limits = InstanceLimits::new(
+            ControlFile::create(&control, 0, Mode::Memory).unwrap(),
+            0,
+            None,
+            NoCgroup,
+        );
+        let id = |p: &std::path::Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        let gone_pid = i32::MAX as u64;
+        for (slot, path, owner) in [
+            (1, &dead, gone_pid),
+            (2, &live, u64::from(std::process::id())),
+            (3, &outside, gone_pid),
+        ] {
+            let (dev, ino) = id(path);
+            entry(
+                &control,
+                slot,
+                &[(E_DEV, dev), (E_INO, ino), (E_SIZE, 100), (E_OWNER, owner)],
+            );
+        }
+        // Garbage in the rest of the table must not crash the agent.
+        entry(&control, 4, &[(E_DEV, u64::MAX), (E_INO, 1), (E_OWNER, 0)]);
+        limits.repair_tier(&tier);
+        assert_eq!(std::fs::read(&dead).unwrap(), vec![7u8; 100]);
+        assert_eq!(std::fs::metadata(&live).unwrap().len(), 65536, "live owner");
+        assert_eq!(std::fs::metadata(&outside).unwrap().len(), 8192, "symlink");
+        // A block the function truncated: nothing to read, nothing done.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&control)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        limits.repair_tier(&tier);
+        assert_eq!(std::fs::metadata(&live).unwrap().len(), 65536);
     }
 }

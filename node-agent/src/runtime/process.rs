@@ -316,6 +316,17 @@ struct ProcessInstance {
 
 impl ProcessInstance {
     async fn run_inner(&mut self, act: Activation) -> Result<Output, RunError> {
+        let res = self.run_checked(act).await;
+        if matches!(res, Err(RunError::Exited { .. })) {
+            // The launcher died (killed, OOM-killed): what it had mapped is
+            // trimmed to its logical sizes before anything reads the tier.
+            let (limits, tier) = (self.limits.clone(), self.dir.join("tmp"));
+            let _ = tokio::task::spawn_blocking(move || limits.repair_tier(&tier)).await;
+        }
+        res
+    }
+
+    async fn run_checked(&mut self, act: Activation) -> Result<Output, RunError> {
         match run_activation(&mut self.client, act).await {
             Err(e @ RunError::Exited { .. }) if self.limits.oom_killed() => Err(e.oom_killed()),
             Err(RunError::Proxy(msg)) => {

@@ -4,12 +4,21 @@
 //! lockstep, and exits non-zero at the first operation whose result (return
 //! value, errno, bytes, stat fields, directory listing) differs.
 //!
-//! `tier-diff --seed N --ops N --inside DIR --outside DIR`
+//! `tier-diff --seed N --ops N --inside DIR --outside DIR [--procs N]`
+//!
+//! With `--procs N` the driver starts N worker processes (each its own
+//! `exec`ed image with its own fds) and, step by step, picks which one
+//! applies the next operation to both directories; workers also fork
+//! children that act on the fds they share, and run shell commands (with
+//! and without the preload) that read and append to the files.
 
 use std::ffi::CString;
 use std::process::ExitCode;
 
+use ephemera_sys::rng::Rng;
 use libc::{c_int, c_void};
+
+mod procs;
 
 /// Open fd pairs the driver juggles.
 const SLOTS: usize = 8;
@@ -17,28 +26,6 @@ const SLOTS: usize = 8;
 const NAMES: [&str; 12] = [
     "f0", "f1", "f2", "f3", "f4", "d0", "d1", "d0/f0", "d0/f1", "d1/f0", "d0/e", "d0/e/f",
 ];
-
-/// splitmix64: a tiny seeded generator (no dependency for a test driver).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 /// What one side of an operation observed.
 #[derive(Debug, PartialEq)]
@@ -90,12 +77,19 @@ fn stat_seen(r: c_int, st: &libc::stat) -> Seen {
 }
 
 /// One side: its base directory and its open fds.
+#[derive(Clone)]
 struct Side {
     base: String,
     fds: [c_int; SLOTS],
 }
 
 impl Side {
+    fn close_all(&mut self) {
+        for slot in 0..SLOTS {
+            self.close_slot(slot);
+        }
+    }
+
     fn open(&mut self, slot: usize, name: &str, flags: c_int) -> Seen {
         let p = cpath(&self.base, name);
         // SAFETY: `p` is a valid C string; open has no other precondition.
@@ -269,6 +263,18 @@ fn seek_data_hole(
             unsafe { libc::lseek(a.fds[slot], *k, libc::SEEK_SET) };
             Ok(())
         }
+        // A hole reported as data (an `O_TRUNC` served in memory zeroes
+        // the old bytes where the kernel leaves a hole): valid for
+        // SEEK_DATA when it answers `off` inside the file.
+        (Seen::Val(r), Seen::Err(libc::ENXIO))
+            if whence == libc::SEEK_DATA
+                && *r == off
+                && matches!(a.fstat(slot), Seen::Stat(size, _, _) if off < size) =>
+        {
+            // SAFETY: lseek takes no pointers.
+            unsafe { libc::lseek(b.fds[slot], off, libc::SEEK_SET) };
+            Ok(())
+        }
         _ if x == y => Ok(()),
         _ => Err(format!("inside: {x:?}\noutside: {y:?}")),
     }
@@ -283,7 +289,7 @@ fn data(rng: &mut Rng) -> Vec<u8> {
         8 => 4096,
         _ => rng.below(200_000) as usize,
     };
-    let fill = rng.next() as u8;
+    let fill = rng.next_u64() as u8;
     (0..len)
         .map(|i| fill.wrapping_add((i % 251) as u8))
         .collect()
@@ -322,8 +328,18 @@ fn open_flags(rng: &mut Rng) -> c_int {
 
 /// Applies `ops` random operations; returns the first mismatch.
 fn run(seed: u64, ops: u64, a: &mut Side, b: &mut Side) -> Result<(), String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for i in 0..ops {
+        step(&mut rng, a, b).map_err(|msg| format!("seed {seed} op {i}: {msg}"))?;
+    }
+    a.close_all();
+    b.close_all();
+    Ok(())
+}
+
+/// One random operation on both sides; the mismatch, described, if any.
+fn step(rng: &mut Rng, a: &mut Side, b: &mut Side) -> Result<(), String> {
+    {
         let slot = rng.below(SLOTS as u64) as usize;
         let name = rng.pick(&NAMES);
         let op = rng.below(100);
@@ -333,7 +349,7 @@ fn run(seed: u64, ops: u64, a: &mut Side, b: &mut Side) -> Result<(), String> {
                 let flags = if rng.chance(5) {
                     libc::O_DIRECTORY | libc::O_RDONLY
                 } else {
-                    open_flags(&mut rng)
+                    open_flags(rng)
                 };
                 let name = if flags & libc::O_TMPFILE == libc::O_TMPFILE {
                     rng.pick(&["d0", "d1", "."])
@@ -349,17 +365,17 @@ fn run(seed: u64, ops: u64, a: &mut Side, b: &mut Side) -> Result<(), String> {
                 both(a, b, |s| s.read(slot, n, None))
             }
             26..=41 => {
-                let d = data(&mut rng);
+                let d = data(rng);
                 what = format!("write(slot {slot}, {} bytes)", d.len());
                 both(a, b, |s| s.write(slot, &d, None))
             }
             42..=47 => {
-                let (n, off) = (rng.pick(&[1usize, 100, 4096, 9000]), offset(&mut rng));
+                let (n, off) = (rng.pick(&[1usize, 100, 4096, 9000]), offset(rng));
                 what = format!("pread(slot {slot}, {n}, {off})");
                 both(a, b, |s| s.read(slot, n, Some(off)))
             }
             48..=54 => {
-                let (d, off) = (data(&mut rng), offset(&mut rng));
+                let (d, off) = (data(rng), offset(rng));
                 what = format!("pwrite(slot {slot}, {} bytes, {off})", d.len());
                 both(a, b, |s| s.write(slot, &d, Some(off)))
             }
@@ -371,7 +387,7 @@ fn run(seed: u64, ops: u64, a: &mut Side, b: &mut Side) -> Result<(), String> {
                     libc::SEEK_DATA,
                     libc::SEEK_HOLE,
                 ]);
-                let off = offset(&mut rng);
+                let off = offset(rng);
                 what = format!("lseek(slot {slot}, {off}, {whence})");
                 if whence == libc::SEEK_DATA || whence == libc::SEEK_HOLE {
                     seek_data_hole(a, b, slot, off, whence)
@@ -380,12 +396,12 @@ fn run(seed: u64, ops: u64, a: &mut Side, b: &mut Side) -> Result<(), String> {
                 }
             }
             63..=66 => {
-                let len = offset(&mut rng);
+                let len = offset(rng);
                 what = format!("ftruncate(slot {slot}, {len})");
                 both(a, b, |s| s.ftruncate(slot, len))
             }
             67..=68 => {
-                let len = offset(&mut rng);
+                let len = offset(rng);
                 what = format!("truncate({name}, {len})");
                 both(a, b, |s| {
                     let p = cpath(&s.base, name);
@@ -466,19 +482,15 @@ fn run(seed: u64, ops: u64, a: &mut Side, b: &mut Side) -> Result<(), String> {
                 both(a, b, |s| s.whole(name))
             }
         };
-        if let Err(msg) = r {
-            return Err(format!("seed {seed} op {i}: {what}\n{msg}"));
-        }
+        r.map_err(|msg| format!("{what}\n{msg}"))
     }
-    for slot in 0..SLOTS {
-        a.close_slot(slot);
-        b.close_slot(slot);
-    }
-    Ok(())
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--worker") {
+        return procs::worker(&args[2..]);
+    }
     let get = |k: &str| {
         args.iter()
             .position(|a| a == k)
@@ -506,7 +518,13 @@ fn main() -> ExitCode {
         base: outside,
         fds: [-1; SLOTS],
     };
-    match run(seed, ops, &mut a, &mut b) {
+    let procs: usize = get("--procs").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let result = if procs > 1 {
+        procs::drive(seed, ops, procs, &a.base, &b.base)
+    } else {
+        run(seed, ops, &mut a, &mut b)
+    };
+    match result {
         Ok(()) => {
             println!("ok: seed {seed}, {ops} operations agree");
             ExitCode::SUCCESS

@@ -6,7 +6,7 @@
 //! return `Option` answer `None` when the fd is not served from memory: the
 //! hook then calls the real libc function.
 
-use libc::{c_int, c_void};
+use libc::c_int;
 
 use ephemera_control_block::{Mode, Slot};
 
@@ -15,10 +15,10 @@ use crate::fdtable::{ofd_of, set_ofd, trackable, Ofd, OfdTable};
 use crate::inode::{InodeTable, Place};
 use crate::lock::{Guard, Locked};
 use crate::mapping;
-use crate::sys::{self, fail};
+use crate::shared;
+use crate::sys;
 
-/// The kernel's cap on one read or write.
-const MAX_RW: usize = 0x7fff_f000;
+mod ops;
 
 /// All tier state of this process.
 pub struct Tier {
@@ -30,6 +30,8 @@ pub struct Tier {
     max_fd: c_int,
     /// Access clock for LRU order.
     tick: u64,
+    /// Shared entry whose lock the current operation holds (0: none).
+    entered: u32,
 }
 
 /// Retained files are dropped when fewer inode slots than this are free.
@@ -40,6 +42,7 @@ static STATE: Locked<Tier> = Locked::new(Tier {
     inodes: InodeTable::new(),
     max_fd: -1,
     tick: 0,
+    entered: 0,
 });
 
 /// Takes the tier lock.
@@ -94,21 +97,6 @@ impl Tier {
         self.ofds.get(id).map(|o| (id, *o))
     }
 
-    /// Description and inode of `fd` when the inode is served from memory.
-    fn memory_fd(&mut self, fd: c_int) -> Option<(u32, Ofd)> {
-        let (id, o) = self.ofd(fd)?;
-        let inode = self.inodes.get(o.inode);
-        if inode.place != Place::Memory {
-            return None;
-        }
-        if inode.handover_pending {
-            // Evicted by the adapter (written back and paged out already).
-            self.hand_to_kernel(o.inode);
-            return None;
-        }
-        Some((id, o))
-    }
-
     /// Starts tracking a freshly opened fd of a regular tier file.
     pub fn register(&mut self, fd: c_int, flags: c_int, st: &libc::stat, memory: bool) {
         control::add(Slot::Opens, 1);
@@ -123,13 +111,34 @@ impl Tier {
     }
 
     fn track(&mut self, fd: c_int, flags: c_int, st: &libc::stat, memory: bool) {
-        let (dev, ino, size) = (st.st_dev, st.st_ino, st.st_size.max(0) as u64);
+        let (dev, ino, mut size) = (st.st_dev, st.st_ino, st.st_size.max(0) as u64);
         if ofd_of(fd) != 0 {
             // A stale entry: the fd was closed behind our back and reused.
             self.untrack(fd, false);
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let mut existing = self.inodes.find(dev, ino);
+        if !trackable(fd) {
+            if let Some(i) = existing {
+                self.fallback_inode(i);
+            }
+            return;
+        }
+        // The first fd of the file in this process tells the other processes
+        // (and may take the file away from one of them); it maps only if
+        // nobody else has it open.
+        let first = existing.is_none_or(|i| self.inodes.get(i).ofds == 0);
+        let mut memory = memory;
+        let mut slot = 0;
+        if first {
+            let opened = shared::open(dev, ino, fd, memory, size);
+            memory = opened.map;
+            slot = opened.slot;
+            if opened.took {
+                // Trimmed back from another owner's reservation.
+                size = sys::fstat(fd).map_or(size, |s| s.st_size.max(0) as u64);
+            }
+        }
         if let Some(i) = existing {
             let inode = self.inodes.get(i);
             if inode.retained() {
@@ -145,12 +154,6 @@ impl Tier {
                 }
             }
         }
-        if !trackable(fd) {
-            if let Some(i) = existing {
-                self.fallback_inode(i);
-            }
-            return;
-        }
         let (idx, fresh) = match existing {
             Some(i) => (i, false),
             None => {
@@ -159,13 +162,20 @@ impl Tier {
                 }
                 match self.inodes.alloc(dev, ino, size) {
                     Some(i) => (i, true),
-                    None => return,
+                    None => {
+                        shared::close(slot);
+                        return;
+                    }
                 }
             }
         };
         let inode = self.inodes.get(idx);
+        if first {
+            inode.slot = slot;
+        }
         if fresh && memory {
             if mapping::map(inode, fd, flags & libc::O_ACCMODE, size).is_err() {
+                shared::disown(slot);
                 control::add(Slot::Fallbacks, 1);
             }
         } else if inode.place == Place::Memory && (!memory || (writable && !inode.writable)) {
@@ -174,6 +184,7 @@ impl Tier {
         let Some(id) = self.ofds.alloc(idx, flags) else {
             if self.inodes.get(idx).ofds == 0 {
                 self.fallback_inode(idx);
+                shared::close(std::mem::replace(&mut self.inodes.get(idx).slot, 0));
             }
             return;
         };
@@ -192,6 +203,23 @@ impl Tier {
         inode.last_use = self.tick;
         set_ofd(fd, id);
         self.max_fd = self.max_fd.max(fd);
+    }
+
+    /// One fd of an owned file closed while others stay open: the shared
+    /// table gets one that is still open (other processes reach the file
+    /// through it to take it to the kernel path before an `exec`).
+    fn republish_fd(&mut self, idx: usize) {
+        let slot = self.inodes.get(idx).slot;
+        if slot == 0 || self.inodes.get(idx).place != Place::Memory {
+            return;
+        }
+        let fd = (0..=self.max_fd).find(|&f| {
+            let id = ofd_of(f);
+            id != 0 && self.ofds.get(id).is_some_and(|o| o.inode == idx)
+        });
+        if let Some(f) = fd {
+            shared::set_fd(slot, f);
+        }
     }
 
     /// Unmaps the least recently used retained file (to free a table slot).
@@ -233,6 +261,7 @@ impl Tier {
         let Some(d) = self.ofds.get(id) else { return };
         d.refs -= 1;
         if d.refs > 0 {
+            self.republish_fd(o.inode);
             return;
         }
         self.ofds.free(id);
@@ -243,16 +272,27 @@ impl Tier {
             [inode.ino, inode.size, u64::from(inode.ofds), fd as u64],
         );
         if inode.ofds > 0 {
+            self.republish_fd(o.inode);
             return;
         }
+        let mut synced = false;
         if inode.place == Place::Memory && valid {
-            let wfd = if o.writable() { fd } else { -1 };
-            let synced = mapping::sync_size(inode, wfd, fd).is_ok();
-            if synced && crate::adapter::may_retain() {
-                if let Some(st) = sys::fstat(fd) {
-                    inode.closed_as = crate::inode::identity(&st);
-                    return;
-                }
+            // Only an owner sets the kernel size: a file another process
+            // took away has its size in the kernel already, maybe grown since.
+            let slot = inode.slot;
+            if shared::enter(slot) {
+                let wfd = if o.writable() { fd } else { -1 };
+                synced = mapping::sync_size(inode, wfd, fd).is_ok();
+            }
+            shared::leave(slot);
+        }
+        // The size is exact now: other processes may map the file.
+        shared::close(std::mem::replace(&mut inode.slot, 0));
+        // `synced` implies the file is in memory and the fd valid.
+        if synced && crate::adapter::may_retain() {
+            if let Some(st) = sys::fstat(fd) {
+                inode.closed_as = crate::inode::identity(&st);
+                return;
             }
         }
         mapping::unmap(inode);
@@ -303,11 +343,44 @@ impl Tier {
             }
         }
         let inode = self.inodes.get(idx);
-        if any >= 0 {
+        // As in `untrack`: only the owner sets the kernel size.
+        let slot = inode.slot;
+        if any >= 0 && shared::enter(slot) {
             let _ = mapping::sync_size(inode, wfd, any);
         }
         mapping::unmap(inode);
+        shared::disown(slot);
+        shared::leave(slot);
         true
+    }
+
+    /// Another process opened the file and took it to the kernel path (its
+    /// kernel size is already the logical size, and may have changed since):
+    /// only our offsets go back to the kernel, and the mapping is dropped.
+    fn lost(&mut self, idx: usize) {
+        for fd in 0..=self.max_fd {
+            let id = ofd_of(fd);
+            if id == 0 {
+                continue;
+            }
+            if let Some(o) = self.ofds.get(id).copied() {
+                if o.inode == idx {
+                    sys::lseek(fd, o.offset as i64, libc::SEEK_SET);
+                }
+            }
+        }
+        let inode = self.inodes.get(idx);
+        crate::trace::event("lost", [inode.ino, inode.size, inode.ksize, 0]);
+        inode.dirty = false;
+        mapping::unmap(inode);
+        control::add(Slot::Fallbacks, 1);
+    }
+
+    /// The child of `fork` has every file the parent had open open too.
+    pub fn after_fork_child(&mut self) {
+        for slot in self.inodes.open_slots() {
+            shared::add_user(slot);
+        }
     }
 
     /// Evicts the least recently used retained (closed) file: detached here,
@@ -373,11 +446,12 @@ impl Tier {
         }
     }
 
-    /// Hands every inode to the kernel (before fork, exec, spawn, exit).
+    /// Hands every inode to the kernel (before fork, exec, spawn, exit),
+    /// including files the adapter paged out and marked for hand-over.
     pub fn fallback_all(&mut self) {
         let mut i = 0;
         loop {
-            let Some(idx) = self.inodes.open_in_memory().find(|&x| x >= i) else {
+            let Some(idx) = self.inodes.mapped_open().find(|&x| x >= i) else {
                 break;
             };
             self.fallback_inode(idx);
@@ -385,188 +459,31 @@ impl Tier {
         }
     }
 
+    /// Completes an `O_TRUNC` open made without the flag: in memory when the
+    /// file is still mapped and ours (see `mapping::clear`), else by the
+    /// kernel.
+    pub fn truncate_opened(&mut self, fd: c_int) {
+        let Some((_, o)) = self.ofd(fd) else {
+            sys::ftruncate(fd, 0);
+            return;
+        };
+        let inode = self.inodes.get(o.inode);
+        let ours = inode.place == Place::Memory
+            && inode.writable
+            && !inode.handover_pending
+            && shared::owns(inode.slot);
+        if ours {
+            shared::publish(inode.slot, 0);
+            mapping::clear(inode);
+            return;
+        }
+        self.fallback_inode(o.inode);
+        sys::ftruncate(fd, 0);
+    }
+
     /// The logical size of `(dev, ino)` if it is in memory.
     pub fn memory_size(&self, dev: u64, ino: u64) -> Option<u64> {
         self.inodes.memory_size(dev, ino)
-    }
-
-    /// `read`/`pread` from memory.
-    ///
-    /// # Safety
-    /// `buf` must be valid for `n` bytes of writes.
-    pub unsafe fn read(
-        &mut self,
-        fd: c_int,
-        buf: *mut c_void,
-        n: usize,
-        at: Option<i64>,
-    ) -> Option<isize> {
-        let (id, o) = self.memory_fd(fd)?;
-        // The kernel checks a negative position before the access mode.
-        let off = match at {
-            Some(p) if p < 0 => return Some(fail(libc::EINVAL)),
-            Some(p) => p as u64,
-            None => o.offset,
-        };
-        if !o.readable() {
-            return Some(fail(libc::EBADF));
-        }
-        self.tick += 1;
-        let inode = self.inodes.get(o.inode);
-        inode.last_use = self.tick;
-        // SAFETY: the caller guarantees `buf` for `n` bytes.
-        let k = unsafe { mapping::copy_out(inode, off, buf.cast(), n.min(MAX_RW)) };
-        if at.is_none() {
-            if let Some(d) = self.ofds.get(id) {
-                d.offset = off + k as u64;
-            }
-        }
-        control::add(Slot::Reads, 1);
-        control::add(Slot::BytesRead, k as u64);
-        Some(k as isize)
-    }
-
-    /// `write`/`pwrite` into memory. Falls back to the kernel (returning
-    /// `None`) when the mapping cannot grow.
-    ///
-    /// # Safety
-    /// `buf` must be valid for `n` bytes of reads.
-    pub unsafe fn write(
-        &mut self,
-        fd: c_int,
-        buf: *const c_void,
-        n: usize,
-        at: Option<i64>,
-    ) -> Option<isize> {
-        let (id, o) = self.memory_fd(fd)?;
-        if at.is_some_and(|p| p < 0) {
-            return Some(fail(libc::EINVAL));
-        }
-        if !o.writable() {
-            return Some(fail(libc::EBADF));
-        }
-        let n = n.min(MAX_RW);
-        let inode = self.inodes.get(o.inode);
-        let off = match at {
-            Some(p) if p < 0 => return Some(fail(libc::EINVAL)),
-            _ if o.flags & libc::O_APPEND != 0 => inode.size,
-            Some(p) => p as u64,
-            None => o.offset,
-        };
-        if n == 0 {
-            return Some(0);
-        }
-        let end = match off.checked_add(n as u64) {
-            Some(e) if e <= i64::MAX as u64 => e,
-            _ => return Some(fail(libc::EFBIG)),
-        };
-        let room = crate::adapter::room();
-        if end.saturating_sub(inode.ksize) > room {
-            // Over budget: the kernel takes the file over, and the memory
-            // with it. Its pages, dirtied through the mapping, are written
-            // back and dropped: our page faults made them large folios, and
-            // each kernel `write` into one walks all of its buffers (ext4,
-            // 6.18: random 8 KiB rewrites of a 128 MiB file took 4-7x as long
-            // as on a file made by `write`). The kernel recreates what it
-            // needs as small folios; the disk copy is current.
-            self.fallback_inode(o.inode);
-            sys::fsync(fd, true);
-            sys::drop_cached(fd);
-            return None;
-        }
-        if mapping::reserve(inode, end, fd, room).is_err() {
-            self.fallback_inode(o.inode);
-            return None;
-        }
-        self.tick += 1;
-        let inode = self.inodes.get(o.inode);
-        inode.last_use = self.tick;
-        // SAFETY: `reserve` made `[off, end)` file-backed; the caller
-        // guarantees `buf`.
-        unsafe { mapping::copy_in(inode, off, buf.cast(), n) };
-        let size = inode.size;
-        if at.is_none() {
-            if let Some(d) = self.ofds.get(id) {
-                d.offset = end;
-            }
-        }
-        control::add(Slot::Writes, 1);
-        control::add(Slot::BytesWritten, n as u64);
-        control::max(Slot::LargestFile, size);
-        Some(n as isize)
-    }
-
-    /// `lseek` in memory.
-    pub fn seek(&mut self, fd: c_int, off: i64, whence: c_int) -> Option<i64> {
-        let (id, o) = self.memory_fd(fd)?;
-        let size = self.inodes.get(o.inode).size as i64;
-        let new = match whence {
-            libc::SEEK_SET => Some(off),
-            libc::SEEK_CUR => (o.offset as i64).checked_add(off),
-            libc::SEEK_END => size.checked_add(off),
-            libc::SEEK_DATA | libc::SEEK_HOLE => {
-                // Holes are the kernel's to report: bring its size to ours
-                // and ask it (written pages in the page cache count as data).
-                let wfd = if o.writable() {
-                    fd
-                } else {
-                    self.writable_fd(o.inode)
-                };
-                let inode = self.inodes.get(o.inode);
-                if mapping::sync_size(inode, wfd, fd).is_err() {
-                    self.fallback_inode(o.inode);
-                    return None;
-                }
-                let r = sys::lseek(fd, off, whence);
-                if r < 0 {
-                    return Some(-1);
-                }
-                Some(r)
-            }
-            _ => return Some(fail(libc::EINVAL)),
-        };
-        let new = match new {
-            None => return Some(fail(libc::EOVERFLOW)),
-            Some(v) if v < 0 => return Some(fail(libc::EINVAL)),
-            Some(v) => v,
-        };
-        if let Some(d) = self.ofds.get(id) {
-            d.offset = new as u64;
-        }
-        Some(new)
-    }
-
-    /// `ftruncate` in memory.
-    pub fn truncate(&mut self, fd: c_int, len: i64) -> Option<c_int> {
-        let (_, o) = self.memory_fd(fd)?;
-        if len < 0 || !o.writable() {
-            return Some(fail(libc::EINVAL));
-        }
-        let inode = self.inodes.get(o.inode);
-        let room = crate::adapter::room();
-        if (len as u64).saturating_sub(inode.ksize) > room
-            || mapping::set_len(inode, len as u64, fd, room).is_err()
-        {
-            self.fallback_inode(o.inode);
-            return None;
-        }
-        control::max(Slot::LargestFile, len as u64);
-        Some(0)
-    }
-
-    /// Before `fsync`/`fdatasync`: flushes the mapping and syncs the size.
-    pub fn sync(&mut self, fd: c_int) {
-        let Some((_, o)) = self.memory_fd(fd) else {
-            return;
-        };
-        let wfd = if o.writable() {
-            fd
-        } else {
-            self.writable_fd(o.inode)
-        };
-        let inode = self.inodes.get(o.inode);
-        let _ = mapping::sync_size(inode, wfd, fd);
-        mapping::flush(inode);
     }
 
     /// A writable tracked fd of the in-memory inode `(dev, ino)`, for

@@ -1,6 +1,6 @@
 //! `tier-bench`: the tier against a plain directory and a tmpfs mount.
 //!
-//! `tier-bench [--ops N] [--size BYTES] [--reps N] [--no-limit] [--sweeps]` (run from a release build, next to
+//! `tier-bench [--ops N] [--size BYTES] [--reps N] [--no-limit] [--sweeps] [--rounds N] [--no-shapes]` (run from a release build, next to
 //! `libephemera_intercept.so`) runs each workload three times — in a plain
 //! directory on the same disk, on a fresh tmpfs mount (root only; skipped
 //! otherwise), and in a tier directory under `LD_PRELOAD` — as child
@@ -10,246 +10,21 @@
 //! 8 KiB and 1 MiB writes then reads, and a CPU-only loop (preload overhead);
 //! then two 48 MiB files through a 64 MiB memory cgroup on tmpfs and in the
 //! tier (`--no-limit` skips it), and with `--sweeps` the thesis's sweeps of
-//! memory limit, file size and operation count.
+//! memory limit, file size and operation count. Then the shapes of real
+//! functions (`shapes`: video frames rewritten with `O_TRUNC`, streaming
+//! append, gzip-like, many small files, SQLite), interleaved, without and
+//! inside a memory cgroup (`--rounds N`, `--shape-limit BYTES`,
+//! `--no-shapes`).
 
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Instant;
 
-use libc::{c_int, c_void};
+use ephemera_sys::scoped::ScopedCgroup;
 
-/// splitmix64, seeded: the same offsets for every target.
-struct Rng(u64);
+mod shapes;
+mod work;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-fn check(r: isize, what: &str) {
-    if r < 0 {
-        eprintln!("{what}: {}", std::io::Error::last_os_error());
-        std::process::exit(1);
-    }
-}
-
-fn open(path: &Path) -> c_int {
-    let p = CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
-    // SAFETY: `p` is a valid C string.
-    let fd = unsafe {
-        libc::open(
-            p.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
-            0o644,
-        )
-    };
-    check(fd as isize, "open");
-    fd
-}
-
-fn write_at(fd: c_int, buf: &[u8], off: i64) {
-    // SAFETY: lseek takes no pointers; `buf` is readable for its length.
-    let r = unsafe {
-        libc::lseek(fd, off, libc::SEEK_SET);
-        libc::write(fd, buf.as_ptr().cast::<c_void>(), buf.len())
-    };
-    check(r, "write");
-}
-
-fn read_at(fd: c_int, buf: &mut [u8], off: i64) {
-    // SAFETY: lseek takes no pointers; `buf` is writable for its length.
-    let r = unsafe {
-        libc::lseek(fd, off, libc::SEEK_SET);
-        libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len())
-    };
-    check(r, "read");
-}
-
-fn close(fd: c_int) {
-    // SAFETY: closing our own fd.
-    check(unsafe { libc::close(fd) } as isize, "close");
-}
-
-/// CPU seconds (user + system) this process has used so far.
-fn cpu_seconds() -> f64 {
-    // SAFETY: all-zero is a valid `rusage`, and getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is writable.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// The memory-limit workload: writes two files of `size` bytes, then reads
-/// `ops` random 8 KiB blocks back and checks them. True if every block held
-/// what was written.
-fn two_files(dir: &Path, size: u64, ops: u64) -> bool {
-    let pattern = |file: u64, block: u64| ((block * 31 + file * 7) % 251) as u8;
-    let fds: Vec<c_int> = (0..2u64)
-        .map(|f| open(&dir.join(format!("two-{f}.dat"))))
-        .collect();
-    let mut chunk = vec![0u8; 8192];
-    for (f, &fd) in fds.iter().enumerate() {
-        let mut off = 0;
-        while off < size {
-            chunk.fill(pattern(f as u64, off / 8192));
-            write_at(fd, &chunk, off as i64);
-            off += 8192;
-        }
-    }
-    let mut rng = Rng(7);
-    let blocks = size / 8192;
-    for _ in 0..ops {
-        let f = rng.next() % 2;
-        let b = rng.next() % blocks;
-        read_at(fds[f as usize], &mut chunk, (b * 8192) as i64);
-        if chunk.iter().any(|&x| x != pattern(f, b)) {
-            return false;
-        }
-    }
-    for (f, fd) in fds.into_iter().enumerate() {
-        close(fd);
-        let _ = std::fs::remove_file(dir.join(format!("two-{f}.dat")));
-    }
-    true
-}
-
-/// One workload in this process; prints the wall and CPU seconds of the
-/// timed part.
-fn worker(kind: &str, dir: &Path, size: u64, ops: u64) {
-    let path = dir.join("bench.dat");
-    let start;
-    let cpu0;
-    match kind {
-        "random" => {
-            let fd = open(&path);
-            let block = vec![0x5au8; 8192];
-            let mut buf = vec![0u8; 8192];
-            let mut off = 0;
-            while off < size {
-                write_at(fd, &block, off as i64);
-                off += 8192;
-            }
-            let blocks = size / 8192;
-            let mut rng = Rng(42);
-            cpu0 = cpu_seconds();
-            start = Instant::now();
-            for _ in 0..ops {
-                write_at(fd, &block, ((rng.next() % blocks) * 8192) as i64);
-            }
-            for _ in 0..ops {
-                read_at(fd, &mut buf, ((rng.next() % blocks) * 8192) as i64);
-            }
-            close(fd);
-        }
-        "seq8k" | "seq1m" => {
-            let bs = if kind == "seq8k" { 8192 } else { 1 << 20 };
-            let block = vec![0xa5u8; bs];
-            let mut buf = vec![0u8; bs];
-            cpu0 = cpu_seconds();
-            start = Instant::now();
-            let fd = open(&path);
-            for round in 0..4 {
-                let mut off = 0;
-                while off < size {
-                    write_at(fd, &block, off as i64);
-                    off += bs as u64;
-                }
-                off = 0;
-                while off < size {
-                    read_at(fd, &mut buf, off as i64);
-                    off += bs as u64;
-                }
-                let _ = round;
-            }
-            close(fd);
-        }
-        "raw" => {
-            // The ceiling: the same random 8 KiB copies straight into a
-            // MAP_SHARED mapping, no tier and no system calls.
-            let fd = open(&path);
-            // SAFETY: ftruncate takes no pointers.
-            check(
-                unsafe { libc::ftruncate(fd, size as i64) } as isize,
-                "ftruncate",
-            );
-            // SAFETY: a fresh shared mapping of `size` bytes of our own file.
-            let map = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    size as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            };
-            check(if map == libc::MAP_FAILED { -1 } else { 0 }, "mmap");
-            let map = map.cast::<u8>();
-            let block = vec![0x5au8; 8192];
-            let mut buf = vec![0u8; 8192];
-            let blocks = size / 8192;
-            for b in 0..blocks {
-                // SAFETY: `b * 8192 + 8192 <= size`, inside the mapping.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        block.as_ptr(),
-                        map.add((b * 8192) as usize),
-                        8192,
-                    )
-                };
-            }
-            let mut rng = Rng(42);
-            cpu0 = cpu_seconds();
-            start = Instant::now();
-            for _ in 0..ops {
-                let off = ((rng.next() % blocks) * 8192) as usize;
-                // SAFETY: `off + 8192 <= size`, inside the mapping.
-                unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), map.add(off), 8192) };
-            }
-            for _ in 0..ops {
-                let off = ((rng.next() % blocks) * 8192) as usize;
-                // SAFETY: `off + 8192 <= size`, inside the mapping.
-                unsafe { std::ptr::copy_nonoverlapping(map.add(off), buf.as_mut_ptr(), 8192) };
-            }
-            std::hint::black_box(&buf);
-            // SAFETY: our mapping, no longer used.
-            unsafe { libc::munmap(map.cast(), size as usize) };
-            close(fd);
-        }
-        "twofiles" => {
-            cpu0 = cpu_seconds();
-            start = Instant::now();
-            if !two_files(dir, size, ops) {
-                eprintln!("two_files: data mismatch");
-                std::process::exit(1);
-            }
-        }
-        _ => {
-            cpu0 = cpu_seconds();
-            start = Instant::now();
-            let mut x = 1u64;
-            for i in 0..ops * 400 {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(i ^ (x >> 29));
-            }
-            std::hint::black_box(x);
-        }
-    }
-    println!(
-        "{:.6} {:.6}",
-        start.elapsed().as_secs_f64(),
-        cpu_seconds() - cpu0
-    );
-    let _ = std::fs::remove_file(&path);
-}
+use work::worker;
 
 /// A tmpfs mounted for the run and unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -284,42 +59,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A memory cgroup made for one run (v1 `memory` hierarchy, or v2 with the
-/// memory controller), removed on drop.
-struct MemCgroup(PathBuf);
-
-impl MemCgroup {
-    fn create(limit: u64) -> Option<MemCgroup> {
-        let name = format!("ephemera-bench-{}", std::process::id());
-        let v1 = Path::new("/sys/fs/cgroup/memory");
-        let (dir, file) = if v1.join("memory.limit_in_bytes").exists() {
-            (v1.join(&name), "memory.limit_in_bytes")
-        } else {
-            (Path::new("/sys/fs/cgroup").join(&name), "memory.max")
-        };
-        std::fs::create_dir(&dir).ok()?;
-        let cg = MemCgroup(dir);
-        std::fs::write(cg.0.join(file), limit.to_string()).ok()?;
-        Some(cg)
-    }
-
-    /// `sh` that moves itself into the cgroup, then execs the arguments.
-    fn command(&self) -> Command {
-        let mut c = Command::new("sh");
-        c.arg("-c").arg(format!(
-            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
-            self.0.display()
-        ));
-        c
-    }
-}
-
-impl Drop for MemCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// Runs one workload in a fresh memory cgroup of `limit` bytes; describes
 /// how it ended (time, OOM kill, failure).
 #[allow(clippy::too_many_arguments)]
@@ -333,12 +72,13 @@ fn run_in_cgroup(
     limit: u64,
     preload: bool,
 ) -> String {
-    let Some(cg) = MemCgroup::create(limit) else {
+    let Some(cg) = ScopedCgroup::create("ephemera-bench", limit) else {
         return "no cgroup".into();
     };
-    let mut cmd = cg.command();
-    cmd.arg(exe)
-        .args(["worker", kind])
+    let Ok(mut cmd) = cg.command(exe) else {
+        return "no cgroup".into();
+    };
+    cmd.args(["worker", kind])
         .arg(dir)
         .args([size.to_string(), ops.to_string()])
         .env_remove("LD_PRELOAD");
@@ -465,6 +205,9 @@ fn timed(
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") && args.len() == 6 {
+        if shapes::worker(&args[2], Path::new(&args[3])) {
+            return ExitCode::SUCCESS;
+        }
         worker(
             &args[2],
             Path::new(&args[3]),
@@ -545,6 +288,21 @@ fn main() -> ExitCode {
     );
     if !args.iter().any(|a| a == "--no-limit") {
         limit_rows(&exe, &so, &tier, tmpfs.as_ref());
+    }
+    if !args.iter().any(|a| a == "--no-shapes") {
+        let rounds = usize::try_from(get("--rounds").unwrap_or(5)).unwrap_or(5);
+        let dirs = (
+            tier.as_path(),
+            plain.as_path(),
+            tmpfs.as_ref().map(|t| t.0.as_path()),
+        );
+        shapes::run(&exe, &so, dirs, rounds, None);
+        let limit: u64 = get("--shape-limit").unwrap_or(256 << 20);
+        if ScopedCgroup::create("ephemera-bench", limit).is_some() {
+            shapes::run(&exe, &so, dirs, rounds, Some(limit));
+        } else {
+            println!("(no memory cgroup could be made: the constrained shapes are skipped)");
+        }
     }
     if let (true, Some(t)) = (args.iter().any(|a| a == "--sweeps"), tmpfs.as_ref()) {
         sweep_rows(&exe, &so, &tier, t);
