@@ -8,6 +8,7 @@
 //! - `status`: nodes, functions and every agent's instances.
 //! - `error`: [`ApiError`], one variant per failure a caller acts on.
 
+mod background;
 mod deploy;
 mod error;
 mod invoke;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use ephemera_proto::v1 as pb;
 use ephemera_storage::{Command, FunctionRecord, Policy, Quota, Response};
 
+pub use background::Background;
 pub use deploy::{
     DEFAULT_TIMEOUT_MS, MAX_CODE_BYTES, MAX_FUNCTION_MEMORY, MAX_PROFILE_INPUTS, MAX_TIMEOUT_MS,
     MIN_FUNCTION_MEMORY,
@@ -49,6 +51,8 @@ pub struct Controller {
     pub liveness: Arc<Liveness>,
     /// Placement leases, renewed by agents' heartbeats.
     pub leases: Arc<Leases>,
+    /// Releases and profiles committing after their reply (`background`).
+    pub background: Arc<Background>,
 }
 
 impl Controller {
@@ -66,6 +70,7 @@ impl Controller {
             agents,
             liveness,
             leases,
+            background: Arc::default(),
         }
     }
 
@@ -76,18 +81,14 @@ impl Controller {
 
     /// Commits a command, retrying while a leader is being elected.
     pub async fn write(&self, cmd: Command) -> Result<Response, ApiError> {
-        let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
-        loop {
-            match self.node.write(cmd.clone()).await {
-                Ok(resp) => return Ok(resp),
-                Err(e @ (WriteError::NoLeader | WriteError::Forward { .. }))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(error = %e, "write not committed yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        write_retrying(&self.node, cmd).await
+    }
+
+    /// Waits (bounded) for this controller's background writes issued so
+    /// far, so that a read that follows shows the caller's own effects.
+    pub async fn settle(&self) {
+        if !self.background.settled(background::SETTLE_FOR).await {
+            tracing::debug!("background writes still pending; reading anyway");
         }
     }
 
@@ -168,5 +169,27 @@ impl Controller {
             purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
             term: metrics.current_term,
         })
+    }
+}
+
+/// Commits `cmd` through `node`, retrying while a leader is being elected
+/// or the leader cannot be reached, for up to [`WRITE_RETRY_FOR`].
+async fn write_retrying(node: &RaftNode, cmd: Command) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match node.write(cmd.clone()).await {
+            Ok(resp) => return Ok(resp),
+            Err(e @ (WriteError::NoLeader | WriteError::Forward { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %e, "write not committed yet; retrying");
+                // A new leader is usually known within an election timeout;
+                // a short first pause finds it sooner than a fixed 100 ms.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }

@@ -207,13 +207,24 @@ impl RaftNode {
     /// Commits `cmd` (forwarding to the leader if needed) and returns its
     /// response. Concurrent writes share Raft entries (group commit).
     pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        self.submit(cmd)
+            .await?
+            .await
+            .map_err(|_| WriteError::Raft("the writer has stopped".into()))?
+    }
+
+    /// Queues `cmd` for the group-commit writer and returns where its
+    /// response will arrive.
+    pub async fn submit(
+        &self,
+        cmd: Command,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, WriteError>>, WriteError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.writes
             .send((cmd, tx))
             .await
             .map_err(|_| WriteError::Raft("the writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| WriteError::Raft("the writer has stopped".into()))?
+        Ok(rx)
     }
 
     /// Commits `cmd` only while this member leads: never forwarded, never
