@@ -391,6 +391,9 @@ pub struct InvokeBenchArgs {
     /// Unmeasured warm-up invocations per client.
     #[arg(long, default_value_t = 50)]
     pub warmup: usize,
+    /// Commit each release before the reply (the path before issue 15), for A/B runs.
+    #[arg(long)]
+    pub inline_release: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

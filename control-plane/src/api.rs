@@ -166,7 +166,6 @@ impl ControllerService for Api {
     async fn dump(&self, req: Request<pb::DumpRequest>) -> Result<Response<pb::DumpReply>, Status> {
         self.caller(&req)?
             .check_admin("dumping the cluster state")?;
-        self.controller.settle().await;
         Ok(Response::new(self.controller.dump()?))
     }
 

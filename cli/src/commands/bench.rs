@@ -76,6 +76,7 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
                 via_follower: a.via == "follower",
                 invocations: a.invocations,
                 warmup: a.warmup,
+                inline_release: a.inline_release,
             };
             bench::invoke::run(cfg, a.json).await
         }

@@ -37,8 +37,8 @@ impl Drop for Group {
 }
 
 /// Starts `n` controllers (ids 1..=n) bootstrapped as one group, with a
-/// fresh admin token.
-pub(super) fn start_group(n: u64) -> anyhow::Result<Group> {
+/// fresh admin token and `env` in their environment.
+pub(super) fn start_group(n: u64, env: &[(&str, &str)]) -> anyhow::Result<Group> {
     let token = crate::auth::new_token();
     let data = tempfile::tempdir().context("creating a temp dir for the controllers")?;
     let exe = std::env::current_exe().context("locating the ephemera binary")?;
@@ -73,6 +73,7 @@ pub(super) fn start_group(n: u64) -> anyhow::Result<Group> {
             ])
             .env("EPHEMERA_LOG", "error,openraft=off")
             .env(crate::auth::ADMIN_TOKEN_ENV, &group.token)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("starting a controller process")?;

@@ -42,6 +42,8 @@ pub struct InvokeBench {
     pub invocations: usize,
     /// Unmeasured invocations per client first.
     pub warmup: usize,
+    /// Releases commit before the reply (the old path), for A/B runs.
+    pub inline_release: bool,
 }
 
 /// The no-op function.
@@ -61,7 +63,12 @@ pub async fn run(cfg: InvokeBench, as_json: bool) -> anyhow::Result<()> {
     if cfg.via_follower && cfg.controllers < 2 {
         anyhow::bail!("--via follower needs at least 2 controllers");
     }
-    let mut group = start_group(cfg.controllers)?;
+    let env: &[(&str, &str)] = if cfg.inline_release {
+        &[(crate::controller::INLINE_RELEASE_ENV, "1")]
+    } else {
+        &[]
+    };
+    let mut group = start_group(cfg.controllers, env)?;
     let leader = group.wait_ready().await?;
     group.start_agent("bench-node")?;
     let via = if cfg.via_follower {
@@ -207,7 +214,8 @@ fn rows() -> Vec<(&'static str, Getter)> {
             diff("agent.tenant", &["launcher"]),
         ),
         ("launcher (function)", s("launcher")),
-        ("release (queued)", s("release")),
+        ("release (committed inline)", s("release")),
+        ("release (queued)", s("release_queued")),
         ("controller handler total", s("controller")),
     ]
 }
@@ -243,6 +251,7 @@ fn report(
         "clients": cfg.clients,
         "via": if via == leader { "leader" } else { "follower" },
         "via_controller": via,
+        "release": if cfg.inline_release { "inline" } else { "after the reply" },
         "leader": leader,
         "invocations": samples.len(),
         "seconds": elapsed.as_secs_f64(),
@@ -259,10 +268,11 @@ fn report(
 fn print_report(r: &Value) {
     let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
     println!(
-        "warm no-op invocation, {} controller(s) via the {} (controller {}), {} client(s), {} invocations in {:.1} s ({:.0}/s):",
+        "warm no-op invocation, {} controller(s) via the {} (controller {}), release {}, {} client(s), {} invocations in {:.1} s ({:.0}/s):",
         r["controllers"],
         r["via"].as_str().unwrap_or("?"),
         r["via_controller"],
+        r["release"].as_str().unwrap_or("?"),
         r["clients"],
         r["invocations"],
         f("seconds"),

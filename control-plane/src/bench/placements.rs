@@ -80,7 +80,7 @@ fn print_row(row: &Value) {
 }
 
 async fn run_one(controllers: u64, cfg: &PlacementBench) -> anyhow::Result<Value> {
-    let group = start_group(controllers)?;
+    let group = start_group(controllers, &[])?;
     group.wait_ready().await?;
     for i in 1..=cfg.nodes {
         group.register(&format!("sim-{i}")).await?;

@@ -12,7 +12,8 @@
 //!   vouches for any more, which the leader releases when its lease runs
 //!   out (`leases.rs`), so N_alloc/N_req come back exactly;
 //! - reads of this controller's state that a caller uses to check its own
-//!   effects (status, dump, a function's record) first wait for the
+//!   effects (status, a function's record, the function list; not the raw
+//!   `Dump`) first wait for the
 //!   background writes issued before them ([`Background::settled`]), and a
 //!   placement refused for capacity or quota waits for them and is tried
 //!   once more, so a caller never sees its own finished invocation hold

@@ -90,7 +90,13 @@ impl Controller {
         if let Ok(reply) = &result {
             stages.record("launcher", Duration::from_micros(reply.duration_us));
         }
-        self.release_later(&invocation_id).await;
+        if self.inline_release {
+            if let Err(e) = self.release(&invocation_id).await {
+                tracing::warn!(%invocation_id, error = %e, "could not release the placement");
+            }
+        } else {
+            self.release_later(&invocation_id).await;
+        }
         let reply = result.inspect_err(|e| {
             span.record("error", tracing::field::display(e));
         })?;
@@ -99,7 +105,14 @@ impl Controller {
         if !function.profile.measured && function.profile_inputs.is_empty() {
             self.profile_from_first_invocation(&function, &tier).await;
         }
-        stages.lap("release", t);
+        stages.lap(
+            if self.inline_release {
+                "release"
+            } else {
+                "release_queued"
+            },
+            t,
+        );
         Ok(pb::InvokeReply {
             invocation_id,
             node_id,
@@ -133,7 +146,13 @@ impl Controller {
             profile,
         };
         let what = format!("recording {}'s first-invocation profile", function.key());
-        self.write_later(cmd, what).await;
+        if self.inline_release {
+            if let Err(e) = self.write(cmd).await {
+                tracing::warn!(error = %e, "{what}");
+            }
+        } else {
+            self.write_later(cmd, what).await;
+        }
     }
 
     /// Commits the placement of one invocation of `function`; returns the

@@ -53,7 +53,15 @@ pub struct Controller {
     pub leases: Arc<Leases>,
     /// Releases and profiles committing after their reply (`background`).
     pub background: Arc<Background>,
+    /// Commit the release before the reply, as before `background` existed:
+    /// only for interleaved A/B runs of `ephemera bench invoke`
+    /// (environment [`INLINE_RELEASE_ENV`] set to `1`).
+    inline_release: bool,
 }
+
+/// Set to `1` in a controller's environment: releases commit before the
+/// reply (the A side of `ephemera bench invoke --inline-release`).
+pub const INLINE_RELEASE_ENV: &str = "EPHEMERA_BENCH_INLINE_RELEASE";
 
 impl Controller {
     /// A controller over `node`, placing with `policy`.
@@ -71,6 +79,7 @@ impl Controller {
             liveness,
             leases,
             background: Arc::default(),
+            inline_release: std::env::var(INLINE_RELEASE_ENV).is_ok_and(|v| v == "1"),
         }
     }
 
