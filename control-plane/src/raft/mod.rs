@@ -63,8 +63,11 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(400),
+            // A dead leader is noticed within [300, 600) ms; a live one
+            // reaches every follower at least 6 times per minimum timeout,
+            // so a late heartbeat or two under load starts no election.
+            heartbeat: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
             snapshot_logs: 10_000,
         }
     }
