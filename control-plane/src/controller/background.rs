@@ -4,7 +4,8 @@
 //! because
 //!
 //! - each is queued into the group-commit writer *before* the reply goes
-//!   out (usually it shares the next entry with other commands);
+//!   out, lazily: it waits up to a few milliseconds for another command
+//!   (often the same client's next `Schedule`) to share its Raft entry;
 //! - each is idempotent (a `Complete` of a finished or unknown invocation
 //!   is a no-op that still records it as completed) and retried across
 //!   leader changes for as long as a foreground write would be;
@@ -103,7 +104,7 @@ impl Controller {
     /// on; `what` names it in a warning if it never commits.
     pub(super) async fn write_later(&self, cmd: Command, what: String) {
         let ticket = self.background.begin();
-        let first = self.node.submit(cmd.clone()).await;
+        let first = self.node.submit(cmd.clone(), true).await;
         let (node, background) = (self.node.clone(), self.background.clone());
         tokio::spawn(async move {
             let outcome = match first {

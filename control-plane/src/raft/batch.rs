@@ -5,7 +5,8 @@
 //! command goes out on its own with no added wait. Up to [`IN_FLIGHT`]
 //! batches are proposed at once, so one batch's fsync overlaps another's
 //! replication; the queue is drained only when a slot frees, which is what
-//! lets batches grow under load.
+//! lets batches grow under load. A batch of only lazy commands (releases
+//! nobody waits for) lingers up to [`LINGER`] for a command to join it.
 
 use ephemera_storage::{Command, Response};
 use tokio::sync::{mpsc, oneshot};
@@ -16,9 +17,18 @@ use super::WriteError;
 const MAX_BATCH: usize = 512;
 /// Most batches proposed and not yet answered.
 const IN_FLIGHT: usize = 4;
+/// How long a batch of only lazy commands waits for company.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// One queued write and where its answer goes.
-pub(super) type Pending = (Command, oneshot::Sender<Result<Response, WriteError>>);
+pub(super) struct Pending {
+    pub(super) cmd: Command,
+    /// Nobody waits for it (a release after its reply): it may wait up to
+    /// [`LINGER`] for another command to share its entry, so a client's
+    /// next `Schedule` carries its previous `Complete` in one fsync.
+    pub(super) lazy: bool,
+    pub(super) reply: oneshot::Sender<Result<Response, WriteError>>,
+}
 
 /// Runs until every sender is dropped. `commit` proposes one command (a
 /// single one or a `Batch`) and returns its response.
@@ -36,14 +46,15 @@ where
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+        drain(&mut rx, &mut batch);
+        if batch.iter().all(|p| p.lazy) {
+            if let Ok(Some(p)) = tokio::time::timeout(LINGER, rx.recv()).await {
+                batch.push(p);
+                drain(&mut rx, &mut batch);
             }
         }
         if batch.len() == 1 {
-            let (cmd, reply) = batch.pop().expect("one pending write");
+            let Pending { cmd, reply, .. } = batch.pop().expect("one pending write");
             let fut = commit(cmd);
             tokio::spawn(async move {
                 let _ = reply.send(fut.await);
@@ -51,12 +62,23 @@ where
             });
             continue;
         }
-        let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+        let (commands, replies): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
         let fut = commit(Command::Batch { commands });
         tokio::spawn(async move {
             answer(replies, fut.await);
             drop(slot);
         });
+    }
+}
+
+/// Moves what is queued now into `batch`, up to [`MAX_BATCH`].
+fn drain(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
     }
 }
 

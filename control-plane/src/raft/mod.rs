@@ -210,7 +210,7 @@ impl RaftNode {
     /// Commits `cmd` (forwarding to the leader if needed) and returns its
     /// response. Concurrent writes share Raft entries (group commit).
     pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
-        self.submit(cmd)
+        self.submit(cmd, false)
             .await?
             .await
             .map_err(|_| WriteError::Raft("the writer has stopped".into()))?
@@ -218,13 +218,16 @@ impl RaftNode {
 
     /// Queues `cmd` for the group-commit writer and returns where its
     /// response will arrive.
+    /// A `lazy` command (nobody waits for it) may wait a few milliseconds
+    /// for another command to share its Raft entry.
     pub async fn submit(
         &self,
         cmd: Command,
+        lazy: bool,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, WriteError>>, WriteError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (reply, rx) = tokio::sync::oneshot::channel();
         self.writes
-            .send((cmd, tx))
+            .send(batch::Pending { cmd, lazy, reply })
             .await
             .map_err(|_| WriteError::Raft("the writer has stopped".into()))?;
         Ok(rx)
