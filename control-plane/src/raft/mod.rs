@@ -130,6 +130,7 @@ impl RaftNode {
         .context("starting Raft")?;
         let (writes, queue) = tokio::sync::mpsc::channel(4096);
         let proposer = Proposer {
+            id,
             raft: raft.clone(),
             pool: pool.clone(),
         };
@@ -389,6 +390,7 @@ impl RaftNode {
 /// needs, without holding the writer's own queue open.
 #[derive(Clone)]
 struct Proposer {
+    id: NodeId,
     raft: Raft,
     pool: ChannelPool,
 }
@@ -397,6 +399,13 @@ impl Proposer {
     /// Proposes one command (possibly a batch) now, forwarding to the leader
     /// when this member does not lead.
     async fn propose(&self, cmd: Command) -> Result<Response, WriteError> {
+        // A follower that knows its leader forwards at once, without a
+        // refusal from its own Raft core first. If it is wrong (it has just
+        // been elected, or the leader moved), the leader's refusal comes back
+        // as `NoLeader` and the caller retries.
+        if let Some((leader, addr)) = self.known_other_leader() {
+            return self.forward(leader, &addr, &cmd).await;
+        }
         match self.raft.client_write(cmd.clone()).await {
             Ok(reply) => Ok(reply.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
@@ -408,6 +417,15 @@ impl Proposer {
             }
             Err(e) => Err(WriteError::Raft(e.to_string())),
         }
+    }
+
+    /// The leader this member follows, when it is another member.
+    fn known_other_leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
     }
 
     /// Resolves once this member no longer takes `leader` for the leader.
