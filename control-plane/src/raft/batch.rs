@@ -109,3 +109,72 @@ fn answer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn complete(id: &str) -> Command {
+        Command::Complete {
+            invocation_id: id.into(),
+        }
+    }
+
+    /// Runs the writer over a fake commit that records what it proposes.
+    fn writer() -> (mpsc::Sender<Pending>, Arc<Mutex<Vec<Command>>>) {
+        let (tx, rx) = mpsc::channel(16);
+        let proposed = Arc::new(Mutex::new(Vec::new()));
+        let seen = proposed.clone();
+        tokio::spawn(run(rx, move |cmd: Command| {
+            let seen = seen.clone();
+            async move {
+                let resp = match &cmd {
+                    Command::Batch { commands } => Response::Batch {
+                        responses: commands.iter().map(|_| Response::Ok).collect(),
+                    },
+                    _ => Response::Ok,
+                };
+                seen.lock().unwrap().push(cmd);
+                Ok(resp)
+            }
+        }));
+        (tx, proposed)
+    }
+
+    fn pending(
+        cmd: Command,
+        lazy: bool,
+    ) -> (Pending, oneshot::Receiver<Result<Response, WriteError>>) {
+        let (reply, rx) = oneshot::channel();
+        (Pending { cmd, lazy, reply }, rx)
+    }
+
+    #[tokio::test]
+    async fn a_lazy_release_shares_the_entry_of_the_command_after_it() {
+        let (tx, proposed) = writer();
+        let (a, ra) = pending(complete("a"), true);
+        let (b, rb) = pending(complete("b"), false);
+        // Both queued before the writer looks: one entry, in queue order.
+        tx.send(a).await.unwrap();
+        tx.send(b).await.unwrap();
+        assert!(matches!(ra.await.unwrap(), Ok(Response::Ok)));
+        assert!(matches!(rb.await.unwrap(), Ok(Response::Ok)));
+        let proposed = proposed.lock().unwrap().clone();
+        assert_eq!(
+            proposed,
+            [Command::Batch {
+                commands: vec![complete("a"), complete("b")]
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_lazy_release_is_still_committed() {
+        let (tx, proposed) = writer();
+        let (a, ra) = pending(complete("a"), true);
+        tx.send(a).await.unwrap();
+        assert!(matches!(ra.await.unwrap(), Ok(Response::Ok)));
+        assert_eq!(*proposed.lock().unwrap(), [complete("a")]);
+    }
+}
