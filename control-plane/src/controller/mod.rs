@@ -95,9 +95,15 @@ impl Controller {
 
     /// Waits (bounded) for this controller's background writes issued so
     /// far, so that a read that follows shows the caller's own effects.
+    /// A follower then also catches up with the leader's commit (a read
+    /// index), since a write answered by the leader may not be applied here yet.
     pub async fn settle(&self) {
         if !self.background.settled(background::SETTLE_FOR).await {
             tracing::debug!("background writes still pending; reading anyway");
+            return;
+        }
+        if let Err(e) = self.node.ensure_fresh(background::SETTLE_FOR).await {
+            tracing::debug!(error = %e, "could not catch up with the leader; reading anyway");
         }
     }
 

@@ -54,7 +54,8 @@ pub enum WriteError {
 pub struct RaftSettings {
     /// Heartbeat interval.
     pub heartbeat: Duration,
-    /// Election timeout range: [min, 2·min).
+    /// Election timeout range: [min, 2·min). A follower of a live leader
+    /// also waits out the leader lease (2·min) first.
     pub election_timeout_min: Duration,
     /// Build a snapshot after this many applied logs.
     pub snapshot_logs: u64,
@@ -63,11 +64,13 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            // A dead leader is noticed within [300, 600) ms; a live one
-            // reaches every follower at least 6 times per minimum timeout,
-            // so a late heartbeat or two under load starts no election.
+            // openraft 0.9 lets a follower of a live leader campaign only
+            // after the leader lease (= the maximum timeout, 300 ms) plus a
+            // random timeout in [150, 300) ms: a dead leader is replaced
+            // 450-600 ms after its last heartbeat (plus a vote), and a live
+            // one would have to miss 9 heartbeats in a row to be challenged.
             heartbeat: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(300),
+            election_timeout_min: Duration::from_millis(150),
             snapshot_logs: 10_000,
         }
     }
