@@ -99,6 +99,8 @@ pub enum BenchCmd {
     Placements(PlacementsArgs),
     /// A warm no-op invocation through local controllers and a real agent, by stage.
     Invoke(InvokeBenchArgs),
+    /// Leader SIGKILL to the first successful invocation, local controllers.
+    Failover(FailoverArgs),
     /// Placement policies: replay a trace, or time decisions on synthetic clusters.
     Scheduler(SchedulerArgs),
 }
@@ -368,6 +370,17 @@ pub struct PlacementsArgs {
     /// Simulated nodes.
     #[arg(long, default_value_t = 100)]
     pub nodes: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Leader SIGKILL to the first successful invocation, local controllers.
+#[derive(clap::Args, Debug)]
+pub struct FailoverArgs {
+    /// Leader kills.
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

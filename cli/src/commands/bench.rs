@@ -80,6 +80,7 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
             };
             bench::invoke::run(cfg, a.json).await
         }
+        BenchCmd::Failover(a) => bench::failover::run(a.kills, a.json).await,
         BenchCmd::Scheduler(a) => match a.trace {
             Some(trace) => bench::replay(a.policy, a.nodes, a.node_memory, &trace, a.json),
             None => bench::time_decisions(a.policy, &[10, 100, 1_000, 10_000], a.json),

@@ -17,7 +17,10 @@ use crate::client::{self, Client};
 /// Controller (and agent) processes that are killed, and whose data is
 /// removed, on drop.
 pub(super) struct Group {
+    /// Controller `id` is `procs[id - 1]`; agents follow.
     procs: Vec<std::process::Child>,
+    /// How controller `id` was started (`controllers[id - 1]`), to restart it.
+    controllers: Vec<std::process::Command>,
     data: tempfile::TempDir,
     /// `https://` endpoint of each controller, by id order (id = index + 1).
     pub(super) endpoints: Vec<String>,
@@ -51,6 +54,7 @@ pub(super) fn start_group(n: u64, env: &[(&str, &str)]) -> anyhow::Result<Group>
     let ca = ClusterCa::init(&data.path().join("ca"))?;
     let mut group = Group {
         procs: Vec::new(),
+        controllers: Vec::new(),
         endpoints: addrs.values().map(|a| format!("https://{a}")).collect(),
         data,
         ca,
@@ -61,8 +65,8 @@ pub(super) fn start_group(n: u64, env: &[(&str, &str)]) -> anyhow::Result<Group>
         group
             .ca
             .ensure_member(&Identity::controller(*id)?, &[], &dir.join("tls"))?;
-        let child = std::process::Command::new(&exe)
-            .args(["controller", "--id", &id.to_string(), "--listen", addr])
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["controller", "--id", &id.to_string(), "--listen", addr])
             .arg("--data-dir")
             .arg(&dir)
             .args([
@@ -74,10 +78,10 @@ pub(super) fn start_group(n: u64, env: &[(&str, &str)]) -> anyhow::Result<Group>
             .env("EPHEMERA_LOG", "error,openraft=off")
             .env(crate::auth::ADMIN_TOKEN_ENV, &group.token)
             .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .context("starting a controller process")?;
+            .stdout(std::process::Stdio::null());
+        let child = cmd.spawn().context("starting a controller process")?;
         group.procs.push(child);
+        group.controllers.push(cmd);
     }
     Ok(group)
 }
@@ -142,6 +146,31 @@ impl Group {
             .spawn()
             .context("starting an agent process")?;
         self.procs.push(child);
+        Ok(())
+    }
+
+    /// SIGKILLs controller `id` and reaps it.
+    pub(super) fn kill_controller(&mut self, id: u64) -> anyhow::Result<()> {
+        let child = self
+            .procs
+            .get_mut((id - 1) as usize)
+            .with_context(|| format!("no controller {id}"))?;
+        child
+            .kill()
+            .with_context(|| format!("killing controller {id}"))?;
+        child
+            .wait()
+            .with_context(|| format!("reaping controller {id}"))?;
+        Ok(())
+    }
+
+    /// Starts controller `id` again on its data (after [`Group::kill_controller`]).
+    pub(super) fn restart_controller(&mut self, id: u64) -> anyhow::Result<()> {
+        let i = (id - 1) as usize;
+        let child = self.controllers[i]
+            .spawn()
+            .with_context(|| format!("restarting controller {id}"))?;
+        self.procs[i] = child;
         Ok(())
     }
 

@@ -106,7 +106,7 @@ pub async fn run(cfg: InvokeBench, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn deploy_noop(group: &Group) -> anyhow::Result<()> {
+pub(super) async fn deploy_noop(group: &Group) -> anyhow::Result<()> {
     let spec = pb::FunctionSpec {
         tenant: "bench".into(),
         name: "noop".into(),
@@ -131,7 +131,7 @@ async fn deploy_noop(group: &Group) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_agent_up(group: &Group, endpoint: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_agent_up(group: &Group, endpoint: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut client = group.client(endpoint).await?;
     loop {

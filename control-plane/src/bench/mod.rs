@@ -4,7 +4,9 @@
 //! one, times placement decisions on synthetic clusters of growing size.
 //! [`placements`]: committed placements per second through a Raft group.
 //! [`invoke`]: a warm no-op invocation end to end, split into stages.
+//! [`failover`]: a leader's SIGKILL to the next successful invocation.
 
+pub mod failover;
 mod group;
 pub mod invoke;
 pub mod placements;
