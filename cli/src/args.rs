@@ -100,6 +100,10 @@ pub enum BenchCmd {
     Sandbox(SandboxArgs),
     /// Committed placements per second through local controller processes.
     Placements(PlacementsArgs),
+    /// A warm no-op invocation through local controllers and a real agent, by stage.
+    Invoke(InvokeBenchArgs),
+    /// Leader SIGKILL to the first successful invocation, local controllers.
+    Failover(FailoverArgs),
     /// Placement policies: replay a trace, or time decisions on synthetic clusters.
     Scheduler(SchedulerArgs),
 }
@@ -371,9 +375,9 @@ pub struct TierArgs {
 /// Committed placements per second through local controller processes.
 #[derive(clap::Args, Debug)]
 pub struct PlacementsArgs {
-    /// Controllers in the Raft group.
-    #[arg(long, default_value_t = 3)]
-    pub controllers: u64,
+    /// Group sizes to measure in this run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    pub controllers: Vec<u64>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -383,6 +387,43 @@ pub struct PlacementsArgs {
     /// Simulated nodes.
     #[arg(long, default_value_t = 100)]
     pub nodes: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Leader SIGKILL to the first successful invocation, local controllers.
+#[derive(clap::Args, Debug)]
+pub struct FailoverArgs {
+    /// Leader kills.
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A warm no-op invocation through local controllers and a real agent, by stage.
+#[derive(clap::Args, Debug)]
+pub struct InvokeBenchArgs {
+    /// Controllers in the Raft group.
+    #[arg(long, default_value_t = 3)]
+    pub controllers: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Invoke through the leader or a follower.
+    #[arg(long, default_value = "leader", value_parser = ["leader", "follower"])]
+    pub via: String,
+    /// Measured invocations per client.
+    #[arg(long, default_value_t = 1000)]
+    pub invocations: usize,
+    /// Unmeasured warm-up invocations per client.
+    #[arg(long, default_value_t = 50)]
+    pub warmup: usize,
+    /// Commit each release before the reply (the path before issue 15), for A/B runs.
+    #[arg(long)]
+    pub inline_release: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use ephemera_domain::stages::Stages;
 use ephemera_domain::Reason;
 use ephemera_proto::v1 as pb;
 use ephemera_proto::v1::controller_server::Controller as ControllerService;
@@ -188,6 +189,7 @@ impl ControllerService for Api {
         let who = self.caller(&req)?;
         let req = req.into_inner();
         who.check_tenant(&req.tenant)?;
+        self.controller.settle().await;
         let record = self.controller.function(&req.tenant, &req.name).await?;
         Ok(Response::new(pb::FunctionInfo {
             spec: Some(crate::convert::spec_of(&record)),
@@ -199,6 +201,7 @@ impl ControllerService for Api {
         req: Request<pb::ListFunctionsRequest>,
     ) -> Result<Response<pb::ListFunctionsReply>, Status> {
         let tenant = self.caller(&req)?.scope(&req.get_ref().tenant)?;
+        self.controller.settle().await;
         let functions = self.controller.functions(&tenant);
         Ok(Response::new(pb::ListFunctionsReply { functions }))
     }
@@ -207,22 +210,37 @@ impl ControllerService for Api {
         &self,
         req: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeReply>, Status> {
+        let start = std::time::Instant::now();
+        let timed = Stages::wanted(req.metadata());
         let who = self.caller(&req)?;
         let span = self.controller.invoke_span(req.get_ref(), req.metadata());
         let req = req.into_inner();
         who.check_tenant(&req.tenant)?;
+        let mut stages = Stages::new();
+        let t = stages.lap("auth", start);
         // Its own task: a caller that goes away (cancels, times out,
         // disconnects) does not cut the invocation short between its
         // placement and its release; the reservation always comes back.
         let controller = self.controller.clone();
         let invocation = tokio::spawn(tracing::Instrument::instrument(
-            async move { controller.invoke(req).await },
+            async move {
+                let mut stages = Stages::new();
+                stages.lap("spawn", t);
+                let reply = controller.invoke_timed(req, &mut stages).await;
+                reply.map(|r| (r, stages))
+            },
             span,
         ));
-        let reply = invocation
+        let (reply, inner) = invocation
             .await
             .map_err(|e| Status::internal(format!("the invocation task failed: {e}")))??;
-        Ok(Response::new(reply))
+        let mut response = Response::new(reply);
+        if timed {
+            stages.nest("", &inner);
+            stages.lap("controller", start);
+            stages.put(response.metadata_mut());
+        }
+        Ok(response)
     }
 
     async fn status(
@@ -231,7 +249,8 @@ impl ControllerService for Api {
     ) -> Result<Response<pb::StatusReply>, Status> {
         let tenant = self.caller(&req)?.scope(&req.get_ref().tenant)?;
         // A tenant sees the nodes' aggregates, and only its own functions
-        // and instances.
+        // and instances; its own finished invocations are released first.
+        self.controller.settle().await;
         Ok(Response::new(self.controller.status(&tenant).await))
     }
 }

@@ -16,6 +16,7 @@
 //! - [`code`]: a function's code as files: read from a directory, digested.
 //! - [`tier`]: the tier's counters on the wire, in JSON and on spans.
 //! - [`reason`]: typed failure reasons carried in gRPC status details.
+//! - [`stages`]: where a request's time went, in reply metadata (benches).
 //! - [`image`]: the in-instance paths of the proxy, intercept and launchers.
 
 pub mod code;
@@ -24,6 +25,7 @@ pub mod input;
 pub mod name;
 pub mod reason;
 pub mod size;
+pub mod stages;
 pub mod tier;
 
 pub use name::{FunctionRef, NameError};

@@ -80,6 +80,18 @@ pub async fn run(command: BenchCmd) -> anyhow::Result<()> {
             };
             bench::placements::run(cfg, a.json).await
         }
+        BenchCmd::Invoke(a) => {
+            let cfg = bench::invoke::InvokeBench {
+                controllers: a.controllers,
+                clients: a.clients,
+                via_follower: a.via == "follower",
+                invocations: a.invocations,
+                warmup: a.warmup,
+                inline_release: a.inline_release,
+            };
+            bench::invoke::run(cfg, a.json).await
+        }
+        BenchCmd::Failover(a) => bench::failover::run(a.kills, a.json).await,
         BenchCmd::Scheduler(a) => match a.trace {
             Some(trace) => bench::replay(a.policy, a.nodes, a.node_memory, &trace, a.json),
             None => bench::time_decisions(a.policy, &[10, 100, 1_000, 10_000], a.json),

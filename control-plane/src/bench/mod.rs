@@ -3,7 +3,12 @@
 //! task went and each node's demand and allocation (thesis Table 5.3). Without
 //! one, times placement decisions on synthetic clusters of growing size.
 //! [`placements`]: committed placements per second through a Raft group.
+//! [`invoke`]: a warm no-op invocation end to end, split into stages.
+//! [`failover`]: a leader's SIGKILL to the next successful invocation.
 
+pub mod failover;
+mod group;
+pub mod invoke;
 pub mod placements;
 
 use std::path::Path;

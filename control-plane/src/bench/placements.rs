@@ -1,171 +1,87 @@
 //! `ephemera bench placements`: committed placements per second through a
-//! real Raft group. Starts N controller processes (this binary) with durable
-//! storage on loopback, registers simulated nodes, deploys one function, then
-//! C concurrent clients each commit `Place` + `Release` pairs through all the
-//! controllers in turn (followers forward to the leader). Prints throughput
-//! and the latency of each `Place`.
+//! real Raft group, for each group size asked (by default one controller and
+//! three, in the same run, so their ratio is measured on the same machine at
+//! the same time). Each size starts its own controller processes (this
+//! binary) with durable storage and mutual TLS on loopback, registers
+//! simulated nodes, deploys one function, then C concurrent clients each
+//! commit `Place` + `Release` pairs through all the controllers in turn
+//! (followers forward to the leader). Prints throughput and the latency of
+//! each `Place`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ephemera_proto::v1 as pb;
-use ephemera_proto::v1::node_registry_client::NodeRegistryClient;
-use serde_json::json;
-use tonic::transport::Channel;
+use serde_json::{json, Value};
 
-use ephemera_trust::{anonymous_endpoint, member_endpoint, ClusterCa, Expect, Identity, Role};
-
-use crate::client::{self, Client};
+use super::group::{percentile, start_group};
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct PlacementBench {
-    /// Controllers in the Raft group.
-    pub controllers: u64,
+    /// Group sizes to measure, one after the other.
+    pub controllers: Vec<u64>,
     /// Concurrent clients.
     pub clients: usize,
-    /// How long to run.
+    /// How long to run each size.
     pub duration: Duration,
     /// Simulated nodes.
     pub nodes: usize,
 }
 
-/// Controller processes that are killed and whose data is removed on drop.
-struct Group {
-    procs: Vec<std::process::Child>,
-    data: tempfile::TempDir,
-    endpoints: Vec<String>,
-    /// The group's CA: controllers' certificates, and the simulated nodes'.
-    ca: ClusterCa,
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-}
-
-fn start_group(n: u64, token: &str) -> anyhow::Result<Group> {
-    let data = tempfile::tempdir().context("creating a temp dir for the controllers")?;
-    let exe = std::env::current_exe().context("locating the ephemera binary")?;
-    let ports = ephemera_sys::net::free_ports(n as usize)?;
-    let addrs: BTreeMap<u64, String> = (1..=n)
-        .zip(ports)
-        .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
-        .collect();
-    let members: Vec<String> = addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
-    let ca = ClusterCa::init(&data.path().join("ca"))?;
-    let mut procs = Vec::new();
-    for (id, addr) in &addrs {
-        let dir = data.path().join(format!("c{id}"));
-        ca.ensure_member(&Identity::controller(*id)?, &[], &dir.join("tls"))?;
-        let child = std::process::Command::new(&exe)
-            .args(["controller", "--id", &id.to_string(), "--listen", addr])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args([
-                "--bootstrap",
-                &members.join(","),
-                "--node-timeout-secs",
-                "3600",
-            ])
-            .env("EPHEMERA_LOG", "error,openraft=off")
-            .env(crate::auth::ADMIN_TOKEN_ENV, token)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .context("starting a controller process")?;
-        procs.push(child);
-    }
-    let endpoints = addrs.values().map(|a| format!("https://{a}")).collect();
-    Ok(Group {
-        procs,
-        data,
-        endpoints,
-        ca,
-    })
-}
-
-impl Group {
-    /// A client channel to `endpoint` (TLS against the group's CA).
-    async fn connect(&self, endpoint: &str) -> anyhow::Result<Channel> {
-        Ok(
-            anonymous_endpoint(self.ca.cert_pem(), endpoint, &Expect::ClientApi)?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        )
-    }
-
-    /// Registers simulated node `node` with its own certificate.
-    async fn register(&self, node: &str) -> anyhow::Result<()> {
-        let identity = Identity::agent(node)?;
-        let dir = self.data.path().join("nodes");
-        let creds = self.ca.ensure_member(&identity, &[], &dir)?;
-        let channel = member_endpoint(&creds, &self.endpoints[0], &Expect::Role(Role::Controller))?
-            .connect()
-            .await?;
-        NodeRegistryClient::new(channel)
-            .register_node(pb::RegisterNodeRequest {
-                node_id: node.to_string(),
-                addr: format!("sim://{node}"),
-                memory_bytes: 1 << 50,
-                resumed: false,
-            })
-            .await
-            .with_context(|| format!("registering the simulated node {node}"))?;
-        Ok(())
-    }
-}
-
-fn client(channel: Channel, token: &str) -> anyhow::Result<Client> {
-    Ok(client::with_token(channel, Some(token))?)
-}
-
-async fn wait_ready(group: &Group, token: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut leaders = Vec::new();
-        for e in &group.endpoints {
-            if let Ok(ch) = group.connect(e).await {
-                if let Ok(d) = client(ch, token)?.dump(pb::DumpRequest {}).await {
-                    leaders.push(d.into_inner().leader_id);
-                }
-            }
-        }
-        if leaders.len() == group.endpoints.len()
-            && leaders[0] != 0
-            && leaders.iter().all(|l| *l == leaders[0])
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("the controllers elected no leader within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Runs the benchmark and prints its figures.
+/// Runs the benchmark for each group size and prints its figures.
 pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
-    if cfg.controllers == 0 || cfg.clients == 0 || cfg.nodes == 0 {
-        anyhow::bail!("--controllers, --clients and --nodes must be at least 1");
+    if cfg.controllers.is_empty() || cfg.controllers.contains(&0) {
+        anyhow::bail!("--controllers must list group sizes of at least 1");
     }
-    let token = crate::auth::new_token();
-    let group = start_group(cfg.controllers, &token)?;
-    wait_ready(&group, &token).await?;
-    let first = group.connect(&group.endpoints[0]).await?;
+    if cfg.clients == 0 || cfg.nodes == 0 {
+        anyhow::bail!("--clients and --nodes must be at least 1");
+    }
+    let mut rows = Vec::new();
+    for &n in &cfg.controllers {
+        let row = run_one(n, &cfg).await?;
+        if !as_json {
+            print_row(&row);
+        }
+        rows.push(row);
+    }
+    let rate = |n: u64| {
+        rows.iter()
+            .find(|r| r["controllers"] == n)
+            .and_then(|r| r["placements_per_sec"].as_f64())
+    };
+    let ratio = match (rate(1), rate(3)) {
+        (Some(one), Some(three)) if three > 0.0 => Some(one / three),
+        _ => None,
+    };
+    if as_json {
+        let out = json!({ "runs": rows, "one_over_three": ratio });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if let Some(r) = ratio {
+        println!("one controller / three controllers: {r:.2}x placements/s");
+    }
+    Ok(())
+}
+
+fn print_row(row: &Value) {
+    let f = |k: &str| row[k].as_f64().unwrap_or(0.0);
+    println!(
+        "{} controller(s) (sled, fsync), {} clients, {:.1} s: {} placements = {:.0} placements/s ({:.0} commits/s); Place latency p50 {:.2} ms, p99 {:.2} ms; {} errors",
+        row["controllers"],
+        row["clients"],
+        f("seconds"),
+        row["placements"],
+        f("placements_per_sec"),
+        f("commands_per_sec"),
+        f("place_p50_ms"),
+        f("place_p99_ms"),
+        row["errors"]
+    );
+}
+
+async fn run_one(controllers: u64, cfg: &PlacementBench) -> anyhow::Result<Value> {
+    let group = start_group(controllers, &[])?;
+    group.wait_ready().await?;
     for i in 1..=cfg.nodes {
         group.register(&format!("sim-{i}")).await?;
     }
@@ -181,7 +97,9 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
         mode: 0o644,
         data: b"x".to_vec(),
     }];
-    client(first, &token)?
+    group
+        .client(&group.endpoints[0])
+        .await?
         .deploy_function(pb::DeployRequest {
             spec: Some(spec),
             code,
@@ -189,15 +107,15 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
         .await
         .context("deploying the bench function")?;
 
-    let mut channels = Vec::new();
+    let mut clients = Vec::new();
     for e in &group.endpoints {
-        channels.push(group.connect(e).await?);
+        clients.push(group.client(e).await?);
     }
     let deadline = Instant::now() + cfg.duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..cfg.clients {
-        let mut client = client(channels[c % channels.len()].clone(), &token)?;
+        let mut client = clients[c % clients.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
@@ -240,8 +158,8 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
     latencies.sort();
     let placements = latencies.len() as f64;
     // Every placement is two committed commands: Schedule and Complete.
-    let out = json!({
-        "controllers": cfg.controllers,
+    Ok(json!({
+        "controllers": controllers,
         "clients": cfg.clients,
         "seconds": elapsed,
         "placements": latencies.len(),
@@ -250,23 +168,5 @@ pub async fn run(cfg: PlacementBench, as_json: bool) -> anyhow::Result<()> {
         "place_p50_ms": percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         "place_p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         "errors": errors,
-    });
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!(
-            "{} controllers (sled, fsync), {} clients, {:.1} s: {} placements = {:.0} placements/s ({:.0} commits/s); Place latency p50 {:.2} ms, p99 {:.2} ms; {} errors",
-            cfg.controllers,
-            cfg.clients,
-            elapsed,
-            latencies.len(),
-            placements / elapsed,
-            2.0 * placements / elapsed,
-            out["place_p50_ms"].as_f64().unwrap_or(0.0),
-            out["place_p99_ms"].as_f64().unwrap_or(0.0),
-            errors
-        );
-    }
-    drop(group);
-    Ok(())
+    }))
 }

@@ -2,8 +2,9 @@
 //! chosen agent, release the placement (`Complete`), and record the first
 //! invocation's profile when the function was deployed without one.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ephemera_domain::stages::Stages;
 use ephemera_domain::{input, Reason};
 use ephemera_proto::v1 as pb;
 use ephemera_proto::v1::agent_client::AgentClient;
@@ -44,6 +45,20 @@ impl Controller {
 
     /// Runs one invocation: place it, run it on the chosen agent, release it.
     pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeReply, ApiError> {
+        self.invoke_timed(req, &mut Stages::new()).await
+    }
+
+    /// [`Controller::invoke`], recording where its time went in `stages`
+    /// (`lookup`, `schedule`, `agent_rpc` with the agent's own stages under
+    /// `agent.`, `launcher`, `release`). The release and a first
+    /// invocation's profile are queued before the reply and commit after
+    /// it (`background.rs`).
+    pub async fn invoke_timed(
+        &self,
+        req: pb::InvokeRequest,
+        stages: &mut Stages,
+    ) -> Result<pb::InvokeReply, ApiError> {
+        let t = Instant::now();
         let input =
             input::parse(&req.input_json).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let function = self.function(&req.tenant, &req.name).await?;
@@ -54,9 +69,12 @@ impl Controller {
         };
         let span = tracing::Span::current();
         span.record("invocation_id", invocation_id.as_str());
+        let t = stages.lap("lookup", t);
         let (node_id, addr) = self.place(&function, &invocation_id).await?;
+        let t = stages.lap("schedule", t);
         span.record("node", node_id.as_str());
         tracing::debug!(%invocation_id, function = %function.key(), node = %node_id, "placed");
+        let mut agent = Stages::new();
         let result = self
             .run_on(
                 &function,
@@ -64,11 +82,20 @@ impl Controller {
                 &addr,
                 &invocation_id,
                 input.to_string(),
+                &mut agent,
             )
             .await;
-        if let Err(e) = self.release(&invocation_id).await {
-            // The placement stays until the node is marked down or re-registers.
-            tracing::warn!(%invocation_id, error = %e, "could not release the placement");
+        let t = stages.lap("agent_rpc", t);
+        stages.nest("agent.", &agent);
+        if let Ok(reply) = &result {
+            stages.record("launcher", Duration::from_micros(reply.duration_us));
+        }
+        if self.inline_release {
+            if let Err(e) = self.release(&invocation_id).await {
+                tracing::warn!(%invocation_id, error = %e, "could not release the placement");
+            }
+        } else {
+            self.release_later(&invocation_id).await;
         }
         let reply = result.inspect_err(|e| {
             span.record("error", tracing::field::display(e));
@@ -78,6 +105,14 @@ impl Controller {
         if !function.profile.measured && function.profile_inputs.is_empty() {
             self.profile_from_first_invocation(&function, &tier).await;
         }
+        stages.lap(
+            if self.inline_release {
+                "release"
+            } else {
+                "release_queued"
+            },
+            t,
+        );
         Ok(pb::InvokeReply {
             invocation_id,
             node_id,
@@ -90,7 +125,8 @@ impl Controller {
     }
 
     /// A deploy without profile inputs is profiled by its first
-    /// invocation: what the tier measured in the instance.
+    /// invocation: what the tier measured in the instance. Committed in
+    /// the background, like the release.
     async fn profile_from_first_invocation(
         &self,
         function: &FunctionRecord,
@@ -104,8 +140,18 @@ impl Controller {
             f_max: tier.largest_file_bytes,
             measured: true,
         };
-        if let Err(e) = self.set_profile(function, profile).await {
-            tracing::warn!(function = %function.key(), error = %e, "could not record the first invocation's profile");
+        let cmd = Command::SetProfile {
+            tenant: function.tenant.clone(),
+            name: function.name.clone(),
+            profile,
+        };
+        let what = format!("recording {}'s first-invocation profile", function.key());
+        if self.inline_release {
+            if let Err(e) = self.write(cmd).await {
+                tracing::warn!(error = %e, "{what}");
+            }
+        } else {
+            self.write_later(cmd, what).await;
         }
     }
 
@@ -128,16 +174,26 @@ impl Controller {
         function: &FunctionRecord,
         invocation_id: &str,
     ) -> Result<(String, String), ApiError> {
-        let placed = self
-            .write(Command::Schedule {
-                invocation_id: invocation_id.to_string(),
-                tenant: function.tenant.clone(),
-                function: function.name.clone(),
-                t_lim: function.memory_bytes,
-                t_mem: function.t_mem(),
-                policy: self.policy,
-            })
-            .await?;
+        let schedule = Command::Schedule {
+            invocation_id: invocation_id.to_string(),
+            tenant: function.tenant.clone(),
+            function: function.name.clone(),
+            t_lim: function.memory_bytes,
+            t_mem: function.t_mem(),
+            policy: self.policy,
+        };
+        let mut placed = self.write(schedule.clone()).await?;
+        // Refused while this controller's own releases are still committing
+        // (`background.rs`): once they have, the memory or quota they held
+        // may be free, so try once more.
+        if matches!(
+            placed,
+            Response::Rejected { .. } | Response::OverQuota { .. }
+        ) && self.background.busy()
+        {
+            self.settle().await;
+            placed = self.write(schedule).await?;
+        }
         match placed {
             Response::Placed { node_id, addr } => {
                 tracing::Span::current().record("node", node_id.as_str());
@@ -179,6 +235,7 @@ impl Controller {
         addr: &str,
         invocation_id: &str,
         input_json: String,
+        stages: &mut Stages,
     ) -> Result<pb::RunReply, ApiError> {
         let unreachable = |detail: String| ApiError::NodeUnreachable {
             what: format!("invocation {invocation_id} of {}", function.key()),
@@ -205,8 +262,12 @@ impl Controller {
             // The agent's span continues this invocation's trace.
             ephemera_telemetry::inject_current(call.metadata_mut());
             call.set_timeout(timeout);
+            Stages::ask(call.metadata_mut());
             let status = match client.run(call).await {
-                Ok(reply) => return Ok(reply.into_inner()),
+                Ok(reply) => {
+                    *stages = Stages::from_metadata(reply.metadata());
+                    return Ok(reply.into_inner());
+                }
                 Err(s) => s,
             };
             self.agents.forget_after(addr, &status);

@@ -8,6 +8,7 @@
 //! - `status`: nodes, functions and every agent's instances.
 //! - `error`: [`ApiError`], one variant per failure a caller acts on.
 
+mod background;
 mod deploy;
 mod error;
 mod invoke;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use ephemera_proto::v1 as pb;
 use ephemera_storage::{Command, FunctionRecord, Policy, Quota, Response};
 
+pub use background::Background;
 pub use deploy::{
     DEFAULT_TIMEOUT_MS, MAX_CODE_BYTES, MAX_FUNCTION_MEMORY, MAX_PROFILE_INPUTS, MAX_TIMEOUT_MS,
     MIN_FUNCTION_MEMORY,
@@ -49,7 +51,17 @@ pub struct Controller {
     pub liveness: Arc<Liveness>,
     /// Placement leases, renewed by agents' heartbeats.
     pub leases: Arc<Leases>,
+    /// Releases and profiles committing after their reply (`background`).
+    pub background: Arc<Background>,
+    /// Commit the release before the reply, as before `background` existed:
+    /// only for interleaved A/B runs of `ephemera bench invoke`
+    /// (environment [`INLINE_RELEASE_ENV`] set to `1`).
+    inline_release: bool,
 }
+
+/// Set to `1` in a controller's environment: releases commit before the
+/// reply (the A side of `ephemera bench invoke --inline-release`).
+pub const INLINE_RELEASE_ENV: &str = "EPHEMERA_BENCH_INLINE_RELEASE";
 
 impl Controller {
     /// A controller over `node`, placing with `policy`.
@@ -66,6 +78,8 @@ impl Controller {
             agents,
             liveness,
             leases,
+            background: Arc::default(),
+            inline_release: std::env::var(INLINE_RELEASE_ENV).is_ok_and(|v| v == "1"),
         }
     }
 
@@ -76,18 +90,20 @@ impl Controller {
 
     /// Commits a command, retrying while a leader is being elected.
     pub async fn write(&self, cmd: Command) -> Result<Response, ApiError> {
-        let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
-        loop {
-            match self.node.write(cmd.clone()).await {
-                Ok(resp) => return Ok(resp),
-                Err(e @ (WriteError::NoLeader | WriteError::Forward { .. }))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(error = %e, "write not committed yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        write_retrying(&self.node, cmd).await
+    }
+
+    /// Waits (bounded) for this controller's background writes issued so
+    /// far, so that a read that follows shows the caller's own effects.
+    /// A follower then also catches up with the leader's commit (a read
+    /// index), since a write answered by the leader may not be applied here yet.
+    pub async fn settle(&self) {
+        if !self.background.settled(background::SETTLE_FOR).await {
+            tracing::debug!("background writes still pending; reading anyway");
+            return;
+        }
+        if let Err(e) = self.node.ensure_fresh(background::SETTLE_FOR).await {
+            tracing::debug!(error = %e, "could not catch up with the leader; reading anyway");
         }
     }
 
@@ -168,5 +184,27 @@ impl Controller {
             purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
             term: metrics.current_term,
         })
+    }
+}
+
+/// Commits `cmd` through `node`, retrying while a leader is being elected
+/// or the leader cannot be reached, for up to [`WRITE_RETRY_FOR`].
+async fn write_retrying(node: &RaftNode, cmd: Command) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match node.write(cmd.clone()).await {
+            Ok(resp) => return Ok(resp),
+            Err(e @ (WriteError::NoLeader | WriteError::Forward { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %e, "write not committed yet; retrying");
+                // A new leader is usually known within an election timeout;
+                // a short first pause finds it sooner than a fixed 100 ms.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }

@@ -54,7 +54,8 @@ pub enum WriteError {
 pub struct RaftSettings {
     /// Heartbeat interval.
     pub heartbeat: Duration,
-    /// Election timeout range: [min, 2·min).
+    /// Election timeout range: [min, 2·min). A follower of a live leader
+    /// also waits out the leader lease (2·min) first.
     pub election_timeout_min: Duration,
     /// Build a snapshot after this many applied logs.
     pub snapshot_logs: u64,
@@ -63,8 +64,13 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(400),
+            // openraft 0.9 lets a follower of a live leader campaign only
+            // after the leader lease (= the maximum timeout, 300 ms) plus a
+            // random timeout in [150, 300) ms: a dead leader is replaced
+            // 450-600 ms after its last heartbeat (plus a vote), and a live
+            // one would have to miss 9 heartbeats in a row to be challenged.
+            heartbeat: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(150),
             snapshot_logs: 10_000,
         }
     }
@@ -127,6 +133,7 @@ impl RaftNode {
         .context("starting Raft")?;
         let (writes, queue) = tokio::sync::mpsc::channel(4096);
         let proposer = Proposer {
+            id,
             raft: raft.clone(),
             pool: pool.clone(),
         };
@@ -207,13 +214,27 @@ impl RaftNode {
     /// Commits `cmd` (forwarding to the leader if needed) and returns its
     /// response. Concurrent writes share Raft entries (group commit).
     pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(cmd, false)
+            .await?
+            .await
+            .map_err(|_| WriteError::Raft("the writer has stopped".into()))?
+    }
+
+    /// Queues `cmd` for the group-commit writer and returns where its
+    /// response will arrive.
+    /// A `lazy` command (nobody waits for it) may wait a few milliseconds
+    /// for another command to share its Raft entry.
+    pub async fn submit(
+        &self,
+        cmd: Command,
+        lazy: bool,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, WriteError>>, WriteError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
         self.writes
-            .send((cmd, tx))
+            .send(batch::Pending { cmd, lazy, reply })
             .await
             .map_err(|_| WriteError::Raft("the writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| WriteError::Raft("the writer has stopped".into()))?
+        Ok(rx)
     }
 
     /// Commits `cmd` only while this member leads: never forwarded, never
@@ -372,6 +393,7 @@ impl RaftNode {
 /// needs, without holding the writer's own queue open.
 #[derive(Clone)]
 struct Proposer {
+    id: NodeId,
     raft: Raft,
     pool: ChannelPool,
 }
@@ -380,6 +402,13 @@ impl Proposer {
     /// Proposes one command (possibly a batch) now, forwarding to the leader
     /// when this member does not lead.
     async fn propose(&self, cmd: Command) -> Result<Response, WriteError> {
+        // A follower that knows its leader forwards at once, without a
+        // refusal from its own Raft core first. If it is wrong (it has just
+        // been elected, or the leader moved), the leader's refusal comes back
+        // as `NoLeader` and the caller retries.
+        if let Some((leader, addr)) = self.known_other_leader() {
+            return self.forward(leader, &addr, &cmd).await;
+        }
         match self.raft.client_write(cmd.clone()).await {
             Ok(reply) => Ok(reply.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
@@ -391,6 +420,15 @@ impl Proposer {
             }
             Err(e) => Err(WriteError::Raft(e.to_string())),
         }
+    }
+
+    /// The leader this member follows, when it is another member.
+    fn known_other_leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
     }
 
     /// Resolves once this member no longer takes `leader` for the leader.

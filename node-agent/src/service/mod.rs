@@ -196,7 +196,14 @@ impl Agent for AgentService {
     async fn run(&self, request: Request<RunRequest>) -> Result<Response<RunReply>, Status> {
         require_controller(&request, "run an invocation")?;
         let (metadata, _, req) = request.into_parts();
-        self.run_invocation(metadata, req).await.map(Response::new)
+        let timed = ephemera_domain::stages::Stages::wanted(&metadata);
+        let mut stages = ephemera_domain::stages::Stages::new();
+        let reply = self.run_invocation(metadata, req, &mut stages).await?;
+        let mut response = Response::new(reply);
+        if timed {
+            stages.put(response.metadata_mut());
+        }
+        Ok(response)
     }
 
     async fn profile(
@@ -259,7 +266,8 @@ impl AgentService {
     /// Runs one invocation for a caller in this process (the benches),
     /// which holds the service itself and needs no certificate.
     pub async fn run_in_process(&self, req: RunRequest) -> Result<RunReply, Status> {
-        self.run_invocation(tonic::metadata::MetadataMap::new(), req)
+        let mut stages = ephemera_domain::stages::Stages::new();
+        self.run_invocation(tonic::metadata::MetadataMap::new(), req, &mut stages)
             .await
     }
 
@@ -267,7 +275,9 @@ impl AgentService {
         &self,
         metadata: tonic::metadata::MetadataMap,
         req: RunRequest,
+        stages: &mut ephemera_domain::stages::Stages,
     ) -> Result<RunReply, Status> {
+        let t = std::time::Instant::now();
         let f = check_function(req.function)?;
         let input = parse_input(&f, &req.input_json)?;
         let code_dir = self.code_dir(&f, &req.code)?;
@@ -290,6 +300,10 @@ impl AgentService {
         // controller that stops waiting does not cut it short, and the
         // placement's lease lives exactly as long as the work.
         let running = self.inner.running.start(&invocation);
+        // Before: checks, the code cache; after: the tenant actor, its
+        // worker and the instance's proxy (the launcher's own time is the
+        // reply's `duration_us`).
+        let t = stages.lap("prepare", t);
         let work = {
             let f = f.clone();
             tokio::spawn(
@@ -304,6 +318,7 @@ impl AgentService {
         let outcome = work.await.map_err(|e| {
             Reason::Unavailable.status(format!("invocation {invocation} task failed: {e}"))
         })?;
+        stages.lap("tenant", t);
         match outcome {
             Ok(out) => reply_of(&f, out),
             Err(e) => {
