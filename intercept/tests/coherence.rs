@@ -21,9 +21,9 @@ fn run_both(
     control: bool,
     same_tree: bool,
 ) -> (String, String) {
-    let tier = tempfile::tempdir().unwrap();
-    let plain = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let plain = common::tempdir().unwrap();
+    let cdir = common::tempdir().unwrap();
     let cpath = cdir.path().join("control");
     let mut cmd = tiered("python3", tier.path());
     cmd.arg("-c").arg(script).arg(tier.path());

@@ -22,9 +22,9 @@ fn differential(mode: &str, mem_limit: Option<&str>) {
 /// Returns the evictions counted by all its processes.
 fn diff_run(mode: &str, mem_limit: Option<&str>, seed: u64, ops: &str, procs: usize) -> u64 {
     {
-        let tier = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let stats_dir = tempfile::tempdir().unwrap();
+        let tier = common::tempdir().unwrap();
+        let outside = common::tempdir().unwrap();
+        let stats_dir = common::tempdir().unwrap();
         // `%p`: every process of a multi-process run writes its own.
         let stats = stats_dir.path().join("diff-%p.json");
         let mut cmd = tiered(env!("CARGO_BIN_EXE_tier-diff"), tier.path());

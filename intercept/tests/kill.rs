@@ -113,8 +113,8 @@ fn sigkill_then_agent_repair_leaves_the_kernel_path_bytes() {
     let mut rng = Rng::new(11);
     let mut padded = 0;
     for round in 0..6 {
-        let tier = tempfile::tempdir().unwrap();
-        let cdir = tempfile::tempdir().unwrap();
+        let tier = common::tempdir().unwrap();
+        let cdir = common::tempdir().unwrap();
         let control = cdir.path().join("control");
         ControlBlock::create(&control, 0, Mode::Memory).unwrap();
         let mode = if round % 2 == 0 { "memory" } else { "adaptive" };
@@ -147,8 +147,8 @@ fn sigkill_then_agent_repair_leaves_the_kernel_path_bytes() {
 fn sigkill_then_the_next_opener_repairs_the_file() {
     let mut rng = Rng::new(12);
     for round in 0..3 {
-        let tier = tempfile::tempdir().unwrap();
-        let cdir = tempfile::tempdir().unwrap();
+        let tier = common::tempdir().unwrap();
+        let cdir = common::tempdir().unwrap();
         let control = cdir.path().join("control");
         ControlBlock::create(&control, 0, Mode::Memory).unwrap();
         let acks = 1 + rng.below(60) as usize;

@@ -17,7 +17,7 @@ fn two_48mib_files_fit_through_a_64mib_cgroup() {
         eprintln!("no memory cgroup could be created: skipped");
         return;
     };
-    let tier = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
     let mut cmd = cg.command(env!("CARGO_BIN_EXE_tier-bench")).unwrap();
     cmd.env("LD_PRELOAD", common::so_path())
         .env("EPHEMERA_TIER_DIR", tier.path())
@@ -38,8 +38,8 @@ fn two_48mib_files_fit_through_a_64mib_cgroup() {
 
 #[test]
 fn a_control_block_limit_drives_eviction_and_the_safeguard() {
-    let tier = tempfile::tempdir().unwrap();
-    let ctl_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let ctl_dir = common::tempdir().unwrap();
     let ctl = ctl_dir.path().join("control");
     let block = ControlBlock::create(&ctl, 48 << 20, Mode::Adaptive).unwrap();
     // Writes 40 files of 2 MiB (80 MiB against a 48 MiB limit), closing each:
@@ -101,8 +101,8 @@ for i in range(40):
 /// memory), then handed over once, never evicted, every byte intact.
 #[test]
 fn a_file_outgrowing_the_budget_is_handed_to_the_kernel_not_evicted() {
-    let tier = tempfile::tempdir().unwrap();
-    let ctl_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let ctl_dir = common::tempdir().unwrap();
     let ctl = ctl_dir.path().join("control");
     let block = ControlBlock::create(&ctl, 64 << 20, Mode::Adaptive).unwrap();
     let script = r#"
@@ -155,8 +155,8 @@ fn sha2_of_pattern(len: usize) -> String {
 
 #[test]
 fn an_open_file_evicted_by_the_adapter_stays_correct_and_moves_to_the_kernel() {
-    let tier = tempfile::tempdir().unwrap();
-    let ctl_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let ctl_dir = common::tempdir().unwrap();
     let ctl = ctl_dir.path().join("control");
     let trace = ctl_dir.path().join("trace");
     let block = ControlBlock::create(&ctl, 64 << 20, Mode::Adaptive).unwrap();

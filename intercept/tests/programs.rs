@@ -67,9 +67,9 @@ print(open('child.txt').read(), open('parent.txt', 'rb').read())
 
 #[test]
 fn python_workload_matches_the_kernel_and_leaves_exact_files() {
-    let tier = tempfile::tempdir().unwrap();
-    let plain = tempfile::tempdir().unwrap();
-    let stats_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let plain = common::tempdir().unwrap();
+    let stats_dir = common::tempdir().unwrap();
     let stats = stats_dir.path().join("py.json");
 
     let inside = ok(tiered("python3", tier.path())
@@ -101,8 +101,8 @@ fn python_workload_matches_the_kernel_and_leaves_exact_files() {
 
 #[test]
 fn shell_tools_give_identical_bytes() {
-    let tier = tempfile::tempdir().unwrap();
-    let stats_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let stats_dir = common::tempdir().unwrap();
     let input: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -150,8 +150,8 @@ fn shell_tools_give_identical_bytes() {
 
 #[test]
 fn control_block_counts_the_served_io() {
-    let tier = tempfile::tempdir().unwrap();
-    let ctl_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let ctl_dir = common::tempdir().unwrap();
     let ctl_path = ctl_dir.path().join("control");
     let block = ControlBlock::create(&ctl_path, 0, Mode::Memory).unwrap();
     let script = "import os
@@ -184,8 +184,8 @@ with open('f', 'rb') as f: assert f.read() == data
 
 #[test]
 fn disk_mode_never_maps_but_counts_opens() {
-    let tier = tempfile::tempdir().unwrap();
-    let stats_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let stats_dir = common::tempdir().unwrap();
     let stats = stats_dir.path().join("disk.json");
     ok(tiered("python3", tier.path())
         .current_dir(tier.path())
@@ -205,9 +205,9 @@ fn disk_mode_never_maps_but_counts_opens() {
 
 #[test]
 fn files_outside_the_tier_are_not_touched() {
-    let tier = tempfile::tempdir().unwrap();
-    let other = tempfile::tempdir().unwrap();
-    let stats_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let other = common::tempdir().unwrap();
+    let stats_dir = common::tempdir().unwrap();
     let stats = stats_dir.path().join("out.json");
     let target = other.path().join("f");
     ok(tiered("python3", tier.path())
@@ -232,8 +232,8 @@ fn variadic_exec_sees_logical_sizes() {
         eprintln!("no C compiler: skipped");
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let tier = tempfile::tempdir().unwrap();
+    let work = common::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
     let file = tier.path().join("f");
     let src = work.path().join("t.c");
     std::fs::write(
@@ -299,8 +299,8 @@ ts = [threading.Thread(target=worker, args=(t,)) for t in range(N)]
 os.close(fd)
 print(os.path.getsize(path), hashlib.sha256(open(path, 'rb').read()).hexdigest())
 "#;
-    let tier = tempfile::tempdir().unwrap();
-    let plain = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let plain = common::tempdir().unwrap();
     let inside = ok(tiered("python3", tier.path())
         .env("EPHEMERA_MEM_LIMIT", "2MiB")
         .args(["-c", script])

@@ -12,9 +12,9 @@ use std::process::Command;
 /// Runs `script` with bash in a tier dir and in a plain dir; compares
 /// everything; returns the summed counters of every process inside.
 fn same_inside_and_outside(script: &str) -> (u64, u64, u64) {
-    let tier = tempfile::tempdir().unwrap();
-    let plain = tempfile::tempdir().unwrap();
-    let stats_dir = tempfile::tempdir().unwrap();
+    let tier = common::tempdir().unwrap();
+    let plain = common::tempdir().unwrap();
+    let stats_dir = common::tempdir().unwrap();
     let inside = ok(tiered("bash", tier.path())
         .current_dir(tier.path())
         .env("EPHEMERA_STATS", stats_dir.path().join("%p.json"))

@@ -112,3 +112,42 @@ pub fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// A temporary directory that, when dropped, also removes the file table
+/// the preload makes in `/dev/shm` for every directory under it that served
+/// as a tier without a control block (`ephemera-tier.<uid>.<dev>.<ino>`,
+/// see `src/shared.rs`): tests leave nothing behind.
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// A fresh [`Scratch`] directory.
+pub fn tempdir() -> std::io::Result<Scratch> {
+    tempfile::tempdir().map(Scratch)
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+            return;
+        };
+        let mut dirs = vec![self.0.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            if let Ok(m) = std::fs::symlink_metadata(&dir) {
+                let table = format!("/dev/shm/ephemera-tier.{uid}.{}.{}", m.dev(), m.ino());
+                let _ = std::fs::remove_file(table);
+            }
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
+}
