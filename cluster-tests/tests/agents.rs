@@ -150,11 +150,7 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
             ])
             .output()
             .expect("run the CLI");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_ne!(reply["node_id"], victim.as_str(), "{reply}");
     }
@@ -163,6 +159,15 @@ async fn a_dead_agent_fails_its_invocation_is_marked_down_and_loses_its_tasks() 
     // (instance processes and cgroups) and rejoins.
     agents[index] = Some(agent(&controllers, &victim, ports[index], data.path()));
     wait_node(&client, &victim, true).await;
+}
+
+/// Insists a CLI run succeeded, showing its stderr otherwise.
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every controller's endpoint, comma-separated (the agent's `--controller`).
@@ -188,11 +193,7 @@ fn deploy_slow(controllers: &Controllers, endpoint: &str, dir: &std::path::Path)
         .args(["--cmd", "ephemera-python handler.py", "--memory", "64MiB"])
         .output()
         .expect("run the CLI");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,11 +253,7 @@ async fn a_placement_whose_controller_died_before_complete_expires_with_its_leas
         .args(["invoke", "t/slow", "--input", r#"{"sleep": 0}"#])
         .output()
         .expect("run the CLI");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     client = controllers.client(survivor).await.unwrap();
     assert_eq!(status(client).await.nodes[0].active_tasks, 0);
 }

@@ -106,6 +106,37 @@ impl Group {
     }
 
     /// Registers simulated node `node` with its own certificate.
+    /// Deploys `bench/<name>`: `cmd` over one file `file` holding `data`.
+    pub(super) async fn deploy(
+        &self,
+        name: &str,
+        cmd: &str,
+        memory_bytes: u64,
+        (file, data): (&str, &[u8]),
+    ) -> anyhow::Result<()> {
+        let spec = pb::FunctionSpec {
+            tenant: "bench".into(),
+            name: name.into(),
+            cmd: cmd.into(),
+            memory_bytes,
+            ..Default::default()
+        };
+        let code = vec![pb::CodeFile {
+            path: file.into(),
+            mode: 0o644,
+            data: data.to_vec(),
+        }];
+        self.client(&self.endpoints[0])
+            .await?
+            .deploy_function(pb::DeployRequest {
+                spec: Some(spec),
+                code,
+            })
+            .await
+            .with_context(|| format!("deploying bench/{name}"))?;
+        Ok(())
+    }
+
     pub(super) async fn register(&self, node: &str) -> anyhow::Result<()> {
         let identity = Identity::agent(node)?;
         let dir = self.data.path().join("nodes");

@@ -107,28 +107,10 @@ pub async fn run(cfg: InvokeBench, as_json: bool) -> anyhow::Result<()> {
 }
 
 pub(super) async fn deploy_noop(group: &Group) -> anyhow::Result<()> {
-    let spec = pb::FunctionSpec {
-        tenant: "bench".into(),
-        name: "noop".into(),
-        cmd: "ephemera-python handler.py".into(),
-        memory_bytes: 64 << 20,
-        ..Default::default()
-    };
-    let code = vec![pb::CodeFile {
-        path: "handler.py".into(),
-        mode: 0o644,
-        data: HANDLER.as_bytes().to_vec(),
-    }];
+    let handler = ("handler.py", HANDLER.as_bytes());
     group
-        .client(&group.endpoints[0])
-        .await?
-        .deploy_function(pb::DeployRequest {
-            spec: Some(spec),
-            code,
-        })
+        .deploy("noop", "ephemera-python handler.py", 64 << 20, handler)
         .await
-        .context("deploying the no-op function")?;
-    Ok(())
 }
 
 pub(super) async fn wait_agent_up(group: &Group, endpoint: &str) -> anyhow::Result<()> {

@@ -85,27 +85,7 @@ async fn run_one(controllers: u64, cfg: &PlacementBench) -> anyhow::Result<Value
     for i in 1..=cfg.nodes {
         group.register(&format!("sim-{i}")).await?;
     }
-    let spec = pb::FunctionSpec {
-        tenant: "bench".into(),
-        name: "f".into(),
-        cmd: "true".into(),
-        memory_bytes: 128 << 20,
-        ..Default::default()
-    };
-    let code = vec![pb::CodeFile {
-        path: "f".into(),
-        mode: 0o644,
-        data: b"x".to_vec(),
-    }];
-    group
-        .client(&group.endpoints[0])
-        .await?
-        .deploy_function(pb::DeployRequest {
-            spec: Some(spec),
-            code,
-        })
-        .await
-        .context("deploying the bench function")?;
+    group.deploy("f", "true", 128 << 20, ("f", b"x")).await?;
 
     let mut clients = Vec::new();
     for e in &group.endpoints {
