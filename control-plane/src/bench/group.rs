@@ -31,8 +31,20 @@ pub(super) struct Group {
 }
 
 impl Drop for Group {
+    /// SIGTERM first, so an agent removes its instances, cgroups and
+    /// instance root; SIGKILL whatever is still running after 10 s.
     fn drop(&mut self) {
         for p in &mut self.procs {
+            // Only the running: a reaped child's pid may be someone else's.
+            if matches!(p.try_wait(), Ok(None)) {
+                let _ = ephemera_sys::process::kill(p.id() as i32, libc::SIGTERM);
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for p in &mut self.procs {
+            while matches!(p.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let _ = p.kill();
             let _ = p.wait();
         }
